@@ -1,0 +1,53 @@
+# Lethe — every target sets up what it needs (venv, Go-built tools) and reuses it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+TRIALS ?= 10
+
+.PHONY: help venv tools cluster cluster-down run test lint unit bench chaos manifests clean
+
+help:
+	@echo "make run           local control plane + 3 replicas + demo storage"
+	@echo "make test          everything CI runs (lint, types, tests on real parts)"
+	@echo "make cluster       start kube-apiserver+etcd on loopback (.cache/kubeconfig)"
+	@echo "make cluster-down  stop it"
+	@echo "make bench         benchmarks against find, rclone, aws CLI"
+
+$(VENV)/.stamp: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.stamp
+
+tools:
+	scripts/build-tools.sh
+
+cluster: tools
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/mypy
+
+test: venv tools lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+run: venv tools
+	$(PY) scripts/demo.py
+
+bench: venv tools
+	$(PY) -m bench
+
+chaos: venv tools
+	$(PY) -m tests.chaos --trials $(TRIALS)
+
+clean: cluster-down
+	rm -rf $(CACHE) $(VENV)

@@ -1,0 +1,215 @@
+"""The ``lethe`` command line.
+
+``lethe plan`` never deletes. ``lethe apply`` is itself the instruction to
+enforce, whatever the file's ``spec.mode`` says. Both run a policy file (the
+same YAML as the custom resource) against a local directory or a bucket, with
+no cluster, through a one-node Raft journal: the same code path as the
+operator (I7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from lethe.spec import Policy, SpecError, parse_policy
+
+__all__ = ["main"]
+
+
+def _load_policy(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+    except OSError as e:
+        raise SystemExit(f"lethe: cannot read {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise SystemExit(f"lethe: {path} is not valid YAML: {e}") from e
+    policies = [d for d in docs if isinstance(d, dict) and d.get("kind") == "RetentionPolicy"]
+    if len(policies) != 1:
+        raise SystemExit(f"lethe: {path} must contain exactly one RetentionPolicy "
+                         f"(found {len(policies)})")
+    try:
+        return parse_policy(policies[0])
+    except SpecError as e:
+        raise SystemExit(f"lethe: {path}: {e}") from e
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        if not self.enabled or time.monotonic() - self._last < 0.2:
+            return
+        self._last = time.monotonic()
+        if info.get("phase") == "delete":
+            text = (f"deleting: {info.get('deleted', 0)} deleted, "
+                    f"{info.get('skippedChanged', 0)} skipped, {info.get('errors', 0)} errors")
+        else:
+            text = f"{info.get('phase')}: {info.get('scanned', 0)} entries"
+        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    plan = report.get("plan") or {}
+    print(f"run {report['run_id']}  policy {report['policy']}  mode {report['mode']}  "
+          f"result {report['result']}")
+    if report.get("message"):
+        print(f"  {report.get('reason') or ''}: {report['message']}")
+    print(f"  scanned {report['scanned']}, selected {plan.get('selected', 0)}, "
+          f"eligible {report['matched']} ({_human_size(plan.get('matchedBytes', 0))})")
+    if plan.get("oldestEligibleAgeSeconds") is not None:
+        print(f"  oldest eligible item is {plan['oldestEligibleAgeSeconds'] // 3600} h old")
+    if plan.get("future"):
+        print(f"  skipped {plan['future']} entries with future timestamps")
+    rules = plan.get("rules") or {}
+    per_rule = rules.get("rules") if isinstance(rules, dict) else None
+    if per_rule:
+        print(f"  {'rule':<16} {'keep':>8} {'keep bytes':>12} {'delete':>8} {'delete bytes':>12}")
+        for name, r in per_rule.items():
+            print(f"  {name:<16} {r.get('kept', 0):>8} {_human_size(r.get('keptBytes', 0)):>12}"
+                  f" {r.get('deleted', 0):>8} {_human_size(r.get('deletedBytes', 0)):>12}")
+    sample = rules.get("sample") if isinstance(rules, dict) else None
+    if sample:
+        print("  sample:")
+        for s in sample[:20]:
+            verb = "delete" if s.get("delete") else "keep  "
+            print(f"    {verb} {s.get('key')}  ({s.get('rule')})")
+    if report["mode"] == "Enforce" and report["result"] != "Planned":
+        print(f"  deleted {report['deleted']} ({_human_size(report['bytes_freed'])}), "
+              f"skipped changed {report['skipped_changed']}, errors {report['errors']}, "
+              f"locked {report['locked']}")
+    if report.get("plan_key"):
+        print(f"  full plan written to {report['plan_key']}")
+
+
+def _credentials() -> tuple[str, str] | None:
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    return (key, secret) if key and secret else None
+
+
+def _run_local(args: argparse.Namespace, *, mode: str) -> int:
+    from lethe.raft.local import local_journal
+    from lethe.runner.execute import LostLeadership, Runner
+    from lethe.storage.factory import open_storage
+
+    policy = _load_policy(args.file)
+    storage = open_storage(policy.target, credentials=_credentials())
+    progress = _Progress(enabled=sys.stderr.isatty() and args.output != "json")
+    state_dir = args.state_dir or os.path.join(
+        os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state")), "lethe")
+    with local_journal(data_dir=os.path.join(state_dir, policy.namespace, policy.name)) as j:
+        runner = Runner(policy=policy, storage=storage, journal=j, progress=progress,
+                        spool_dir=tempfile.gettempdir())
+        try:
+            report = runner.run(mode=mode).as_dict()
+        except LostLeadership as e:
+            raise SystemExit(f"lethe: {e}") from e
+        finally:
+            progress.done()
+            storage.close()
+    if args.output == "json":
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_report(report)
+    return 0 if report["result"] in ("Succeeded", "Planned") else 1
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from lethe.runner.compare import compare_policies
+    from lethe.storage.factory import open_storage
+
+    old, new = _load_policy(args.diff[0]), _load_policy(args.diff[1])
+    storage = open_storage(new.target, credentials=_credentials())
+    try:
+        result = compare_policies(old=old, new=new, storage=storage)
+    finally:
+        storage.close()
+    if args.output == "json":
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    print(f"policy change {args.diff[0]} -> {args.diff[1]} on {storage.describe()}")
+    print(f"  newly eligible:  {result['becomeEligible']} items "
+          f"({_human_size(result['becomeEligibleBytes'])})")
+    print(f"  newly protected: {result['becomeProtected']} items "
+          f"({_human_size(result['becomeProtectedBytes'])})")
+    for s in result.get("sample", [])[:30]:
+        print(f"    {s['change']:<10} {s['key']}  ({s['oldRule']} -> {s['newRule']})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lethe", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("plan", "show what a policy would delete; never deletes"),
+                       ("apply", "enforce a policy now: delete what it selects")):
+        c = sub.add_parser(name, help=text, description=text)
+        c.add_argument("-f", "--file", help="RetentionPolicy YAML")
+        c.add_argument("--output", choices=("text", "json"), default="text")
+        c.add_argument("--state-dir", help="where the local journal lives "
+                                           "(default ~/.local/state/lethe)")
+        if name == "plan":
+            c.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                           help="compare two versions of a policy on its target")
+    r = sub.add_parser("raft", help="Raft cluster tools")
+    rsub = r.add_subparsers(dest="raft_command", required=True)
+    st = rsub.add_parser("status", help="state, leader, term, indexes and peers")
+    st.add_argument("--url", default="http://127.0.0.1:8080/raft")
+    run = sub.add_parser("run", help="run the operator (the container's entry point)")
+    run.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "plan":
+        if args.diff:
+            return _diff(args)
+        if not args.file:
+            raise SystemExit("lethe plan: -f/--file or --diff OLD NEW is required")
+        return _run_local(args, mode="Plan")
+    if args.command == "apply":
+        if not args.file:
+            raise SystemExit("lethe apply: -f/--file is required")
+        return _run_local(args, mode="Enforce")
+    if args.command == "raft":
+        from lethe.raft.cli import raft_status_main
+
+        return raft_status_main(["--url", args.url])
+    if args.command == "run":
+        from lethe.controller.main import run_main
+
+        return run_main(args.rest)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""One run of a policy: plan → intent → manifest → fenced delete → ledger → completion.
+
+Every step is journaled before or after it happens (I2) and may be repeated
+after a crash with the same result (I6):
+
+* a batch is recorded in the journal (keys, fingerprints, term) before any
+  storage call; intents are pipelined a few batches ahead so the journal's
+  round trips overlap with storage work;
+* its keys leave the consumer manifest (I4) — a manifest failure stops the
+  run before any further delete;
+* deletes happen only while this node leads the term that recorded the batch
+  and its lease is valid (I3), and the backend re-checks each fingerprint;
+* the batch's ledger file is written, then its completion committed.
+
+A new leader resumes an active run: batches the old leader left in flight are
+finished from their ledger file if it exists, otherwise re-recorded under the
+new term (a leader never deletes under another term's authority), and the
+rest is re-planned against the run's original clock, so counters continue
+and nothing is deleted twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from lethe.journal import (
+    COUNTER_NAMES,
+    MAX_BATCH,
+    BeginRun,
+    CompleteBatch,
+    FinishRun,
+    Intent,
+    IntentEntry,
+    Journal,
+    JournalError,
+    RecordIntent,
+    RunState,
+)
+from lethe.runner import ledger, manifest
+from lethe.runner.plan import Plan, PlannedEntry, make_plan
+from lethe.spec import Policy
+from lethe.storage.base import INTERNAL_PREFIX, Entry, Outcome, Storage, StorageError
+
+__all__ = ["LostLeadership", "RunReport", "Runner", "new_run_id"]
+
+log = logging.getLogger("lethe.runner")
+
+#: Intents recorded ahead of the batch being deleted (pipelining the journal).
+PIPELINE_DEPTH = 3
+
+
+class LostLeadership(JournalError):
+    """This node may no longer act; the run stops and the next leader resumes it."""
+
+
+class SafetyBrake(Exception):
+    """A brake (I8) tripped: the run stops before its first delete."""
+
+
+def new_run_id(*, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def policy_key(policy: Policy) -> str:
+    return f"{policy.namespace}/{policy.name}"
+
+
+@dataclass(slots=True)
+class RunReport:
+    run_id: str
+    policy: str
+    mode: str
+    result: str  # Succeeded | Failed | Stalled | Planned | Aborted | Skipped
+    started: float
+    ended: float = 0.0
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_NAMES, 0))
+    plan: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # condition reason when not Succeeded (SafetyBrake, TargetUnreachable …)
+    message: str = ""
+    resumed: bool = False
+    plan_key: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "run_id": self.run_id, "policy": self.policy, "mode": self.mode,
+            "result": self.result, "reason": self.reason, "message": self.message,
+            "started": self.started, "ended": self.ended, "resumed": self.resumed,
+            "scanned": c.get("scanned", 0), "matched": c.get("matched", 0),
+            "deleted": c.get("deleted", 0), "bytes_freed": c.get("bytesFreed", 0),
+            "skipped_changed": c.get("skippedChanged", 0), "errors": c.get("errors", 0),
+            "locked": c.get("locked", 0), "plan": self.plan, "plan_key": self.plan_key,
+        }
+
+
+def _batches(items: Iterator[PlannedEntry], size: int) -> Iterator[list[PlannedEntry]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+class Runner:
+    """Executes runs of one policy on one target through one journal."""
+
+    def __init__(self, *, policy: Policy, storage: Storage, journal: Journal,
+                 clock: Callable[[], float] = time.time, spool_dir: str | None = None,
+                 batch_size: int = MAX_BATCH,
+                 progress: Callable[[dict[str, Any]], None] | None = None,
+                 cancelled: Callable[[], bool] = lambda: False) -> None:
+        self.policy = policy
+        self.key = policy_key(policy)
+        self.storage = storage
+        self.journal = journal
+        self.clock = clock
+        self.spool_dir = spool_dir
+        self.batch_size = min(batch_size, MAX_BATCH)
+        self.progress = progress
+        self.cancelled = cancelled
+        self._manifest_key = policy.manifest.path.strip("/") if policy.manifest else None
+
+    # -- entry points -------------------------------------------------------------
+
+    def run(self, *, run_id: str | None = None, mode: str | None = None,
+            slot: str | None = None, job: str | None = None) -> RunReport:
+        """Start a run (or resume this policy's active one) and carry it to the end."""
+        active = self.journal.read().runs.get(self.key)
+        if active is not None:
+            return self._resume(active)
+        mode = mode or self.policy.mode
+        run_id = run_id or new_run_id()
+        started = self.clock()
+        report = RunReport(run_id=run_id, policy=self.key, mode=mode, result="Failed",
+                           started=started)
+        self._require_lease()
+        now = self._storage_clock(report)
+        if now is None:
+            return report
+        plan = self._plan(now, report)
+        if plan is None:
+            return report
+        try:
+            brake = self._brake(plan)
+            term = self.journal.current_term()
+            self.journal.commit(BeginRun(
+                policy=self.key, run_id=run_id, term=term, started=started, now=now,
+                slot=slot, job=job, mode="Plan" if brake else mode, planned=plan.matched))
+            if brake:
+                report.reason = "SafetyBrake"
+                self._commit_finish(report, "Stalled", brake)
+                return report
+            if mode == "Plan":
+                report.plan_key = self._publish_plan(run_id, plan)
+                self._commit_finish(report, "Planned", "")
+                return report
+            self._apply(report, plan, start_seq=0)
+            return report
+        finally:
+            plan.discard()
+
+    def _resume(self, run: RunState) -> RunReport:
+        report = RunReport(run_id=run.run_id, policy=self.key, mode=run.mode, result="Failed",
+                           started=run.started, resumed=True)
+        log.info("resuming run %s of %s at batch %d", run.run_id, self.key, run.next_seq)
+        self._require_lease()
+        if run.mode == "Plan":
+            # Nothing to finish but the record: a plan is cheap to recompute next time.
+            self._commit_finish(report, "Aborted", "leader changed during a plan run")
+            return report
+        try:
+            self.storage.check_ready()
+        except StorageError as e:
+            report.reason = getattr(e, "reason", "TargetUnreachable")
+            report.message = str(e)
+            return report  # the run stays active; the next attempt resumes it
+        next_seq = run.next_seq
+        for intent in sorted(run.inflight.values(), key=lambda i: i.seq):
+            next_seq = self._finish_inflight(run.run_id, intent, next_seq)
+        plan = self._plan(run.now, report)
+        if plan is None:
+            return report
+        try:
+            self._apply(report, plan, start_seq=next_seq)
+        finally:
+            plan.discard()
+        return report
+
+    # -- steps --------------------------------------------------------------------
+
+    def _require_lease(self) -> None:
+        if not self.journal.lease_valid():
+            raise LostLeadership("not the leader with a valid lease; not acting")
+
+    def _storage_clock(self, report: RunReport) -> float | None:
+        try:
+            self.storage.check_ready()
+            now = self.storage.now()
+        except StorageError as e:
+            report.reason = getattr(e, "reason", "TargetUnreachable")
+            report.message = str(e)
+            return None
+        skew = abs(now - self.clock())
+        if skew > self.policy.safety.maxClockSkew:
+            report.reason = "ClockSkew"
+            report.message = (f"storage clock differs from ours by {skew:.0f}s (> "
+                              f"spec.safety.maxClockSkew {self.policy.safety.maxClockSkew}s); "
+                              f"fix NTP on the storage or the nodes")
+            return None
+        return now
+
+    def _plan(self, now: float, report: RunReport) -> Plan | None:
+        exclude = frozenset({self._manifest_key}) if self._manifest_key else frozenset()
+        try:
+            plan = make_plan(policy=self.policy, storage=self.storage, now=now,
+                             spool_dir=self.spool_dir, exclude=exclude,
+                             progress=self._scan_progress)
+        except StorageError as e:
+            report.reason = getattr(e, "reason", "StorageError")
+            report.message = str(e)
+            return None
+        report.plan = {**plan.counts(), "rules": plan.summary}
+        report.counters["scanned"] = plan.scanned
+        report.counters["matched"] = plan.matched
+        return plan
+
+    def _scan_progress(self, phase: str, n: int) -> None:
+        if self.progress is not None:
+            self.progress({"phase": phase, "scanned": n})
+
+    def _brake(self, plan: Plan) -> str | None:
+        s = self.policy.safety
+        if s.maxDeletes is not None and plan.matched > s.maxDeletes:
+            return (f"plan deletes {plan.matched} items, more than spec.safety.maxDeletes "
+                    f"({s.maxDeletes}); acknowledge the run or raise the limit")
+        if (s.maxDeletePercent is not None and plan.selected
+                and plan.matched * 100 > s.maxDeletePercent * plan.selected):
+            pct = plan.matched * 100 / plan.selected
+            return (f"plan deletes {pct:.1f}% of {plan.selected} selected items, more than "
+                    f"spec.safety.maxDeletePercent ({s.maxDeletePercent}%); acknowledge the "
+                    f"run or raise the limit")
+        return None
+
+    def _publish_plan(self, run_id: str, plan: Plan) -> str:
+        """Plan mode's output: the full plan as JSON Lines in the target."""
+        key = f"{INTERNAL_PREFIX}plans/{self.policy.name}/{run_id}.jsonl"
+        with open(plan.spool_path, "rb") as f:
+            self.storage.replace_object(key, f.read())
+        return key
+
+    def _apply(self, report: RunReport, plan: Plan, *, start_seq: int) -> None:
+        """Pipelined batches; stops between batches on cancel or lost lease."""
+        term = self.journal.current_term()
+        pending: deque[tuple[RecordIntent, Future[int]]] = deque()
+        completions: deque[Future[int]] = deque()
+        seq = start_seq
+        cursor = 0
+        try:
+            for chunk in _batches(plan.entries(), self.batch_size):
+                if self.cancelled():
+                    self._drain(pending, completions, report, term)
+                    self._commit_finish(report, "Aborted", "cancelled between batches")
+                    return
+                self._require_lease()
+                cursor += len(chunk)
+                cmd = RecordIntent(policy=self.key, run_id=report.run_id, seq=seq, term=term,
+                                   cursor=cursor, entries=tuple(
+                                       IntentEntry(key=p.key, fingerprint=p.fingerprint,
+                                                   size=p.size, rule=p.rule,
+                                                   version_id=p.version_id) for p in chunk))
+                seq += 1
+                while completions and completions[0].done():
+                    completions.popleft().result()
+                while len(pending) + len(completions) >= PIPELINE_DEPTH * 2:
+                    completions.popleft().result(timeout=30)
+                pending.append((cmd, self.journal.commit_async(cmd)))
+                if len(pending) > PIPELINE_DEPTH:
+                    completions.append(self._execute(report, *pending.popleft(), term=term))
+            self._drain(pending, completions, report, term)
+        except (manifest.ManifestError, StorageError) as e:
+            # Stop before any further delete; what is in flight stays journaled.
+            report.reason = "ManifestError" if isinstance(e, manifest.ManifestError) \
+                else "StorageError"
+            report.message = str(e)
+            for _cmd, fut in pending:
+                fut.cancel()
+            log.error("run %s stopped: %s", report.run_id, e)
+            return
+        self._commit_finish(report, "Succeeded", "")
+
+    def _drain(self, pending: deque[tuple[RecordIntent, Future[int]]],
+               completions: deque[Future[int]], report: RunReport, term: int) -> None:
+        while pending:
+            completions.append(self._execute(report, *pending.popleft(), term=term))
+        while completions:
+            completions.popleft().result(timeout=30)
+
+    def _execute(self, report: RunReport, cmd: RecordIntent, fut: Future[int], *, term: int
+                 ) -> Future[int]:
+        index = fut.result(timeout=30)
+        intent = Intent(seq=cmd.seq, term=cmd.term, index=index, entries=cmd.entries,
+                        cursor=cmd.cursor)
+        counters = self._delete_batch(report.run_id, intent)
+        for k, v in counters.items():
+            report.counters[k] = report.counters.get(k, 0) + v
+        if self.progress is not None:
+            self.progress({"phase": "delete", "run_id": report.run_id, **report.counters})
+        return self.journal.commit_async(CompleteBatch(
+            policy=self.key, run_id=report.run_id, seq=intent.seq, term=term, counters=counters))
+
+    def _delete_batch(self, run_id: str, intent: Intent) -> dict[str, int]:
+        keys = [e.key for e in intent.entries]
+        if self._manifest_key:
+            manifest.remove_entries(storage=self.storage, path=self._manifest_key, keys=keys)
+        # Fence (I3): lead the very term that recorded this batch, with a valid lease.
+        if self.journal.current_term() != intent.term or not self.journal.lease_valid():
+            raise LostLeadership(f"term moved past {intent.term}; not deleting batch "
+                                 f"{intent.seq} of run {run_id}")
+        entries: Sequence[Entry] = [
+            Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
+                  version_id=e.version_id) for e in intent.entries]
+        results = self.storage.delete_batch(entries)
+        lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
+                                   policy=self.key, run_id=run_id, intent=intent,
+                                   results=results, when=self.clock())
+        for r in results:
+            if r.outcome in (Outcome.ERROR, Outcome.LOCKED):
+                log.warning("run %s: %s %s: %s", run_id, r.outcome.value, r.key, r.detail)
+        return ledger.counts(lines)
+
+    def _finish_inflight(self, run_id: str, intent: Intent, next_seq: int) -> int:
+        """Finish a batch a previous leader left in flight; return the next free seq."""
+        term = self.journal.current_term()
+        done = ledger.read_batch(storage=self.storage, root=self.policy.ledgerPath,
+                                 run_id=run_id, seq=intent.seq)
+        if done is not None:
+            self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
+                                              term=term, counters=ledger.counts(done)))
+            return next_seq
+        if intent.term == term:  # our own batch (a retry in the same term)
+            counters = self._delete_batch(run_id, intent)
+            self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
+                                              term=term, counters=counters))
+            return next_seq
+        # Never delete under another term's authority: record the same keys anew first,
+        # so no key is ever out of the journal while it may still be half-deleted.
+        cmd = RecordIntent(policy=self.key, run_id=run_id, seq=next_seq, term=term,
+                           entries=intent.entries, cursor=intent.cursor)
+        fresh = Intent(seq=next_seq, term=term, index=self.journal.commit(cmd),
+                       entries=intent.entries, cursor=intent.cursor)
+        self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
+                                          term=term, counters={}))
+        counters = self._delete_batch(run_id, fresh)
+        self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=fresh.seq,
+                                          term=term, counters=counters))
+        return next_seq + 1
+
+    def _commit_finish(self, report: RunReport, result: str, message: str) -> None:
+        term = self.journal.current_term()
+        extra = {"scanned": report.counters.get("scanned", 0),
+                 "matched": report.counters.get("matched", 0)}
+        self.journal.commit(FinishRun(policy=self.key, run_id=report.run_id, term=term,
+                                      result=result, ended=self.clock(), counters=extra,
+                                      message=message))
+        rec = self.journal.read().history[self.key][-1]
+        report.result = result
+        report.message = message
+        report.ended = rec.ended
+        report.counters = dict(rec.counters)

@@ -1,0 +1,391 @@
+"""The RetentionPolicy spec as Python values: one parser for the CLI and the operator.
+
+The CRD (``crds/``) rejects bad objects at apply time; this parser repeats the
+checks so a policy file given to ``lethe plan -f`` fails the same way, with an
+error that names the field path (``spec.rules.maxAge``). It does no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "CalendarRules",
+    "GroupBy",
+    "ManifestSpec",
+    "Policy",
+    "PosixTarget",
+    "Rules",
+    "S3Target",
+    "Safety",
+    "Selection",
+    "SpecError",
+    "Validity",
+    "parse_duration",
+    "parse_policy",
+    "parse_quantity",
+]
+
+Mode = Literal["Plan", "Enforce"]
+
+
+class SpecError(ValueError):
+    """A policy field is invalid; ``field`` is its path, e.g. ``spec.rules.maxAge``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --- scalar formats ------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_UNIT_SECONDS = (7 * 86400, 86400, 3600, 60, 1)
+# Kept identical to the CRD's pattern so the two never disagree.
+DURATION_PATTERN = r"^([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+
+
+def parse_duration(text: str, *, field: str) -> int:
+    """``"1w2d3h4m5s"`` → seconds. Units in that order, each at most once."""
+    m = _DURATION_RE.match(text) if isinstance(text, str) else None
+    if not m or not text:
+        raise SpecError(field, f"{text!r} is not a duration; use e.g. 30d, 12h, 90m, 1w2d")
+    return sum(int(g) * u for g, u in zip(m.groups(), _UNIT_SECONDS, strict=True) if g)
+
+
+_QUANTITY_RE = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+_QUANTITY_UNITS = {
+    None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+    "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+QUANTITY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$"
+
+
+def parse_quantity(value: str | int, *, field: str) -> int:
+    """A byte size: an integer or a Kubernetes-style quantity (``500Gi``, ``10M``)."""
+    if isinstance(value, bool):
+        raise SpecError(field, "must be a size such as 500Gi, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise SpecError(field, "must not be negative")
+        return value
+    m = _QUANTITY_RE.match(value) if isinstance(value, str) else None
+    if not m:
+        raise SpecError(field, f"{value!r} is not a size; use e.g. 500Gi, 10M, 1024")
+    return int(m.group(1)) * _QUANTITY_UNITS[m.group(2)]
+
+
+# --- the spec ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PosixTarget:
+    path: str
+    #: A file that must exist in the root before anything is deleted: an
+    #: unmounted export then means zero deletes, not deleting the mount point.
+    sentinel: str | None = None
+    pruneEmptyDirs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    name: str
+    accessKeyIdKey: str = "AWS_ACCESS_KEY_ID"
+    secretAccessKeyKey: str = "AWS_SECRET_ACCESS_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Target:
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str | None = None
+    forcePathStyle: bool = False
+    credentialsSecretRef: SecretRef | None = None
+    #: Remove noncurrent versions older than this (versioned buckets).
+    noncurrentVersionsMaxAge: int | None = None
+    #: Abort multipart uploads started longer ago than this.
+    abortIncompleteUploadsAfter: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    minSize: int | None = None
+    maxSize: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Validity:
+    """What makes an item count towards ``keepLast`` (failed backups never do)."""
+
+    minSize: int | None = None
+    markerFile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarRules:
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+    within: int | None = None  # seconds: keep everything younger than this
+
+    def any(self) -> bool:
+        return bool(self.hourly or self.daily or self.weekly or self.monthly or self.yearly
+                    or self.within is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    maxAge: int | None = None  # seconds
+    minAge: int | None = None  # seconds
+    keepLast: int | None = None
+    maxTotalSize: int | None = None  # bytes
+    calendar: CalendarRules = field(default_factory=CalendarRules)
+    #: IANA zone for calendar buckets (which day an item belongs to).
+    timeZone: str = "UTC"
+    validity: Validity | None = None
+
+    def deletes_anything(self) -> bool:
+        """An empty rule set keeps everything (I8)."""
+        return self.maxAge is not None or self.maxTotalSize is not None or (
+            self.keepLast is not None or self.calendar.any()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBy:
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    maxDeletes: int | None = None
+    maxDeletePercent: int | None = None
+    #: Refuse to run when the storage clock and ours differ by more than this.
+    maxClockSkew: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestSpec:
+    path: str
+    format: Literal["json"] = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    namespace: str
+    target: PosixTarget | S3Target
+    selection: Selection = field(default_factory=Selection)
+    rules: Rules = field(default_factory=Rules)
+    groupBy: GroupBy | None = None
+    schedule: str | None = None
+    timeZone: str = "UTC"
+    suspend: bool = False
+    mode: Mode = "Plan"
+    safety: Safety = field(default_factory=Safety)
+    manifest: ManifestSpec | None = None
+    #: Where ledger files go, relative to the target root.
+    ledgerPath: str = ".lethe/ledger"
+
+
+# --- parsing -------------------------------------------------------------------
+
+
+def _obj(raw: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        allowed_text = ", ".join(sorted(allowed))
+        raise SpecError(f"{path}.{unknown[0]}", f"unknown field; allowed: {allowed_text}")
+    return raw
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, *, lo: int = 0, hi: int | None = None
+         ) -> int | None:
+    v = raw.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SpecError(f"{path}.{key}", f"must be an integer, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise SpecError(f"{path}.{key}", f"must be in {rng}, got {v}")
+    return v
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    v = raw.get(key)
+    if v is None:
+        if required:
+            raise SpecError(f"{path}.{key}", "is required")
+        return None
+    if not isinstance(v, str) or (required and not v):
+        raise SpecError(f"{path}.{key}", f"must be a non-empty string, got {v!r}")
+    return v
+
+
+def _bool(raw: Mapping[str, Any], key: str, path: str) -> bool:
+    v = raw.get(key, False)
+    if not isinstance(v, bool):
+        raise SpecError(f"{path}.{key}", f"must be true or false, got {v!r}")
+    return v
+
+
+def _dur(raw: Mapping[str, Any], key: str, path: str) -> int | None:
+    v = raw.get(key)
+    return None if v is None else parse_duration(v, field=f"{path}.{key}")
+
+
+def _qty(raw: Mapping[str, Any], key: str, path: str) -> int | None:
+    v = raw.get(key)
+    return None if v is None else parse_quantity(v, field=f"{path}.{key}")
+
+
+def _globs(raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+    v = raw.get(key) or []
+    if not isinstance(v, list) or not all(isinstance(g, str) and g for g in v):
+        raise SpecError(f"{path}.{key}", "must be a list of non-empty glob strings")
+    return tuple(v)
+
+
+def _target(raw: Any, path: str) -> PosixTarget | S3Target:
+    t = _obj(raw, path, {"posix", "s3"})
+    if ("posix" in t) == ("s3" in t):
+        raise SpecError(path, "exactly one of posix or s3 must be set")
+    if "posix" in t:
+        p = _obj(t["posix"], f"{path}.posix", {"path", "sentinel", "pruneEmptyDirs"})
+        root = _str(p, "path", f"{path}.posix", required=True)
+        assert root is not None
+        if not root.startswith("/"):
+            raise SpecError(f"{path}.posix.path", f"must be an absolute path, got {root!r}")
+        return PosixTarget(path=root, sentinel=_str(p, "sentinel", f"{path}.posix"),
+                           pruneEmptyDirs=_bool(p, "pruneEmptyDirs", f"{path}.posix"))
+    sp = f"{path}.s3"
+    s = _obj(t["s3"], sp, {"bucket", "prefix", "endpoint", "region", "forcePathStyle",
+                           "credentialsSecretRef", "noncurrentVersionsMaxAge",
+                           "abortIncompleteUploadsAfter"})
+    bucket = _str(s, "bucket", sp, required=True)
+    assert bucket is not None
+    ref = None
+    if s.get("credentialsSecretRef") is not None:
+        rp = f"{sp}.credentialsSecretRef"
+        r = _obj(s["credentialsSecretRef"], rp, {"name", "accessKeyIdKey", "secretAccessKeyKey"})
+        name = _str(r, "name", rp, required=True)
+        assert name is not None
+        ref = SecretRef(name=name,
+                        accessKeyIdKey=_str(r, "accessKeyIdKey", rp) or "AWS_ACCESS_KEY_ID",
+                        secretAccessKeyKey=_str(r, "secretAccessKeyKey", rp)
+                        or "AWS_SECRET_ACCESS_KEY")
+    return S3Target(bucket=bucket, prefix=_str(s, "prefix", sp) or "",
+                    endpoint=_str(s, "endpoint", sp), region=_str(s, "region", sp),
+                    forcePathStyle=_bool(s, "forcePathStyle", sp), credentialsSecretRef=ref,
+                    noncurrentVersionsMaxAge=_dur(s, "noncurrentVersionsMaxAge", sp),
+                    abortIncompleteUploadsAfter=_dur(s, "abortIncompleteUploadsAfter", sp))
+
+
+_CAL = {"keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
+        "keepMonthly": "monthly", "keepYearly": "yearly"}
+
+
+def _rules(raw: Any, path: str) -> Rules:
+    r = _obj(raw, path, {"maxAge", "minAge", "keepLast", "maxTotalSize", "keepWithin",
+                         "timeZone", "validity", *_CAL})
+    cal = CalendarRules(within=_dur(r, "keepWithin", path),
+                        **{v: _int(r, k, path) or 0 for k, v in _CAL.items()})
+    validity = None
+    if r.get("validity") is not None:
+        vp = f"{path}.validity"
+        v = _obj(r["validity"], vp, {"minSize", "markerFile"})
+        validity = Validity(minSize=_qty(v, "minSize", vp), markerFile=_str(v, "markerFile", vp))
+    rules = Rules(maxAge=_dur(r, "maxAge", path), minAge=_dur(r, "minAge", path),
+                  keepLast=_int(r, "keepLast", path), maxTotalSize=_qty(r, "maxTotalSize", path),
+                  calendar=cal, timeZone=_str(r, "timeZone", path) or "UTC", validity=validity)
+    if r and not (rules.maxAge is not None or rules.maxTotalSize is not None
+                  or rules.keepLast is not None):
+        raise SpecError(path, "at least one deletion rule (keepLast, maxAge or maxTotalSize) "
+                              "is required; omit rules entirely to keep everything")
+    return rules
+
+
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+
+def _schedule(raw: Any, path: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise SpecError(path, "must be a cron string such as '0 3 * * *'")
+    if raw.startswith("@"):
+        if raw not in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
+                       "@hourly"}:
+            raise SpecError(path, f"{raw!r} is not a known cron macro")
+        return raw
+    fields = raw.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise SpecError(path, f"{raw!r} is not a cron schedule of five fields, e.g. '0 3 * * *'")
+    return raw
+
+
+def parse_policy(obj: Mapping[str, Any]) -> Policy:
+    """Parse a whole ``RetentionPolicy`` object (as from YAML or the API)."""
+    if obj.get("kind") not in (None, "RetentionPolicy"):
+        raise SpecError("kind", f"expected RetentionPolicy, got {obj.get('kind')!r}")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise SpecError("metadata.name", "is required")
+    return parse_spec(obj.get("spec"), name=name, namespace=meta.get("namespace") or "default")
+
+
+def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Policy:
+    s = _obj(raw, path, {"target", "select", "rules", "groupBy", "schedule", "timeZone",
+                         "suspend", "mode", "safety", "manifest", "ledgerPath"})
+    if "target" not in s:
+        raise SpecError(f"{path}.target", "is required")
+    sel = _obj(s.get("select"), f"{path}.select", {"include", "exclude", "minSize", "maxSize"})
+    sp = f"{path}.select"
+    selection = Selection(include=_globs(sel, "include", sp), exclude=_globs(sel, "exclude", sp),
+                          minSize=_qty(sel, "minSize", sp), maxSize=_qty(sel, "maxSize", sp))
+    group = None
+    if s.get("groupBy") is not None:
+        g = _obj(s["groupBy"], f"{path}.groupBy", {"depth"})
+        depth = _int(g, "depth", f"{path}.groupBy", lo=1, hi=32)
+        if depth is None:
+            raise SpecError(f"{path}.groupBy.depth", "is required")
+        group = GroupBy(depth=depth)
+    mode = s.get("mode", "Plan")
+    if mode not in ("Plan", "Enforce"):
+        raise SpecError(f"{path}.mode", f"must be Plan or Enforce, got {mode!r}")
+    sf = _obj(s.get("safety"), f"{path}.safety", {"maxDeletes", "maxDeletePercent",
+                                                   "maxClockSkew"})
+    safety = Safety(maxDeletes=_int(sf, "maxDeletes", f"{path}.safety"),
+                    maxDeletePercent=_int(sf, "maxDeletePercent", f"{path}.safety", lo=1, hi=100),
+                    maxClockSkew=_dur(sf, "maxClockSkew", f"{path}.safety") or 300)
+    manifest = None
+    if s.get("manifest") is not None:
+        m = _obj(s["manifest"], f"{path}.manifest", {"path", "format"})
+        mpath = _str(m, "path", f"{path}.manifest", required=True)
+        assert mpath is not None
+        if m.get("format", "json") != "json":
+            raise SpecError(f"{path}.manifest.format", "only json is supported")
+        manifest = ManifestSpec(path=mpath)
+    return Policy(
+        name=name, namespace=namespace, target=_target(s["target"], f"{path}.target"),
+        selection=selection, rules=_rules(s.get("rules"), f"{path}.rules"), groupBy=group,
+        schedule=_schedule(s.get("schedule"), f"{path}.schedule"),
+        timeZone=_str(s, "timeZone", path) or "UTC", suspend=_bool(s, "suspend", path),
+        mode=mode, safety=safety, manifest=manifest,
+        ledgerPath=_str(s, "ledgerPath", path) or ".lethe/ledger",
+    )

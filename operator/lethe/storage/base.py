@@ -1,0 +1,141 @@
+"""The one storage interface that the POSIX and S3 backends implement.
+
+Everything above this layer sees keys (``/``-separated, relative to the
+target root, never starting with ``/`` and never containing ``..``), entries
+and per-entry delete results; it never sees a path or a boto3 client.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ConflictError",
+    "DeleteResult",
+    "Entry",
+    "Outcome",
+    "Storage",
+    "StorageError",
+    "TargetUnavailable",
+]
+
+#: The operator's own files in a target (ledgers, plans, probe files); never
+#: listed, never a deletion candidate.
+INTERNAL_PREFIX = ".lethe/"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One object as listed. ``fingerprint`` changes whenever the object does.
+
+    POSIX: ``"{inode}:{size}:{mtime_ns}"``. S3: ``"{etag}:{last_modified_ns}"``
+    (or the VersionId on a versioned bucket, kept in ``version_id`` too).
+    """
+
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, UTC, by the storage's clock
+    fingerprint: str
+    version_id: str | None = None
+
+
+class Outcome(enum.Enum):
+    DELETED = "deleted"
+    ALREADY_GONE = "already-gone"  # counts as deleted (I6)
+    CHANGED_SKIPPED = "changed-skipped"  # fingerprint differs from the batch's (I3)
+    LOCKED = "locked"  # legal hold / retention lock: reported, never fought
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    key: str
+    outcome: Outcome
+    detail: str = ""
+
+
+class StorageError(Exception):
+    """An operation failed; the message says what and where (never credentials)."""
+
+
+class TargetUnavailable(StorageError):
+    """The target must not be touched now: missing root, changed device, no
+    sentinel, no bucket, access denied. A run that sees this deletes nothing."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # a condition reason, e.g. "TargetUnreachable"
+
+
+class ConflictError(StorageError):
+    """A conditional replace lost a race (S3 If-Match failed); read and retry."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A target: a POSIX directory or an S3 bucket+prefix."""
+
+    def describe(self) -> str:
+        """Human-readable target, e.g. ``posix:/data/media`` or ``s3://bucket/prefix``."""
+        ...
+
+    def check_ready(self) -> None:
+        """Raise :class:`TargetUnavailable` unless it is safe to list and delete now."""
+        ...
+
+    def now(self) -> float:
+        """The storage's clock (S3: a response's Date; POSIX: a probe file's mtime)."""
+        ...
+
+    def list(self) -> Iterator[Entry]:
+        """Stream every entry under the target, in a deterministic order, O(1) memory
+        per entry (POSIX: per directory). Skips ``.lethe/``, ``.nfs*`` placeholders and
+        subtrees protected by ``.lethe-keep``; never follows symlinks."""
+        ...
+
+    def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+        """Delete up to 1,000 entries, re-checking each fingerprint first (I3); one
+        result per entry, in order. Never raises for a single entry's failure."""
+        ...
+
+    def read_object(self, key: str) -> tuple[bytes, str] | None:
+        """Read a small object: ``(data, token)`` or ``None`` if absent. ``token`` is
+        what :meth:`replace_object` takes as ``if_match``."""
+        ...
+
+    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+        """Atomically replace (or create) a small object; return its new token.
+        POSIX: temp file + fsync + rename. S3: conditional PUT; raises
+        :class:`ConflictError` if ``if_match`` no longer matches."""
+        ...
+
+    def delete_object(self, key: str) -> None:
+        """Remove a small internal object (missing is fine)."""
+        ...
+
+    def list_internal(self, prefix: str) -> Iterator[str]:
+        """Keys under an internal prefix such as ``.lethe/ledger/`` (for audits)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What the runner hands to a backend: the entries and why they were chosen."""
+
+    entries: tuple[Entry, ...]
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape a target root; return the key unchanged."""
+    if not key or key.startswith("/") or "\x00" in key:
+        raise StorageError(f"refusing key {key!r}: empty, absolute or NUL")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(f"refusing key {key!r}: empty, '.' or '..' component")
+    return key
