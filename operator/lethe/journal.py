@@ -40,6 +40,7 @@ __all__ = [
     "NotLeader",
     "RecordIntent",
     "RunState",
+    "SkipSlot",
 ]
 
 MAX_BATCH = 1000
@@ -121,7 +122,16 @@ class FinishRun:
     message: str = ""
 
 
-Command = Fence | BeginRun | RecordIntent | CompleteBatch | FinishRun
+@dataclass(frozen=True, slots=True)
+class SkipSlot:
+    """Scheduled slots up to ``slot`` passed their deadline unrun: never run them late."""
+
+    policy: str
+    slot: str
+    term: int
+
+
+Command = Fence | BeginRun | RecordIntent | CompleteBatch | FinishRun | SkipSlot
 
 
 # --- state ------------------------------------------------------------------------
@@ -205,6 +215,12 @@ class JournalState:
         self.term = cmd.term
         if isinstance(cmd, BeginRun):
             return self._begin(cmd)
+        if isinstance(cmd, SkipSlot):
+            last = self.last_slot.get(cmd.policy)
+            if last is not None and cmd.slot <= last:
+                return f"slot {cmd.slot} is not after the last slot {last}"
+            self.last_slot[cmd.policy] = cmd.slot
+            return None
         run = self.runs.get(cmd.policy)
         if run is None or run.run_id != cmd.run_id:
             return f"run {cmd.run_id} of {cmd.policy} is not active"

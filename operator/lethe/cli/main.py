@@ -89,19 +89,20 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  oldest eligible item is {plan['oldestEligibleAgeSeconds'] // 3600} h old")
     if plan.get("future"):
         print(f"  skipped {plan['future']} entries with future timestamps")
-    rules = plan.get("rules") or {}
-    per_rule = rules.get("rules") if isinstance(rules, dict) else None
+    summary = plan.get("rules") or {}
+    per_rule = summary.get("rules") or []
     if per_rule:
         print(f"  {'rule':<16} {'keep':>8} {'keep bytes':>12} {'delete':>8} {'delete bytes':>12}")
-        for name, r in per_rule.items():
-            print(f"  {name:<16} {r.get('kept', 0):>8} {_human_size(r.get('keptBytes', 0)):>12}"
-                  f" {r.get('deleted', 0):>8} {_human_size(r.get('deletedBytes', 0)):>12}")
-    sample = rules.get("sample") if isinstance(rules, dict) else None
-    if sample:
-        print("  sample:")
-        for s in sample[:20]:
-            verb = "delete" if s.get("delete") else "keep  "
-            print(f"    {verb} {s.get('key')}  ({s.get('rule')})")
+        for r in per_rule:
+            k, d = r["kept"], r["deleted"]
+            print(f"  {r['rule']:<16} {k['items']:>8} {_human_size(k['bytes']):>12}"
+                  f" {d['items']:>8} {_human_size(d['bytes']):>12}")
+        sample = [s for r in per_rule for s in r.get("sample", [])]
+        if sample:
+            print("  sample (deciding rule):")
+            for s in sample[:20]:
+                verb = "delete" if s.get("delete") else "keep  "
+                print(f"    {verb} {s.get('key')}  ({s.get('rule')}: {s.get('reason')})")
     if report["mode"] == "Enforce" and report["result"] != "Planned":
         print(f"  deleted {report['deleted']} ({_human_size(report['bytes_freed'])}), "
               f"skipped changed {report['skipped_changed']}, errors {report['errors']}, "
@@ -155,13 +156,18 @@ def _diff(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(result, sort_keys=True))
         return 0
-    print(f"policy change {args.diff[0]} -> {args.diff[1]} on {storage.describe()}")
-    print(f"  newly eligible:  {result['becomeEligible']} items "
-          f"({_human_size(result['becomeEligibleBytes'])})")
-    print(f"  newly protected: {result['becomeProtected']} items "
-          f"({_human_size(result['becomeProtectedBytes'])})")
-    for s in result.get("sample", [])[:30]:
-        print(f"    {s['change']:<10} {s['key']}  ({s['oldRule']} -> {s['newRule']})")
+    print(f"policy change {args.diff[0]} -> {args.diff[1]} on {result['target']}")
+    print(f"  entries compared: {result['entries']}, unchanged: {result['unchanged']}")
+    for label, part in (("newly eligible", "became_eligible"),
+                        ("newly protected", "became_protected")):
+        p = result[part]
+        print(f"  {label + ':':<17}{p['entries']:>8} entries ({_human_size(p['bytes'])})")
+        for c in p["sample"][:20]:
+            print(f"      {c['key']}  ({c['old']['rule']} -> {c['new']['rule']})")
+    if result["transitions"]:
+        print("  deciding rule changes:")
+        for t in result["transitions"]:
+            print(f"      {t['old']:<14} -> {t['new']:<14} {t['entries']:>8} entries")
     return 0
 
 

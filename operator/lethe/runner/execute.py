@@ -129,8 +129,12 @@ class Runner:
     # -- entry points -------------------------------------------------------------
 
     def run(self, *, run_id: str | None = None, mode: str | None = None,
-            slot: str | None = None, job: str | None = None) -> RunReport:
-        """Start a run (or resume this policy's active one) and carry it to the end."""
+            slot: str | None = None, job: str | None = None,
+            waive_brakes: bool = False) -> RunReport:
+        """Start a run (or resume this policy's active one) and carry it to the end.
+
+        ``waive_brakes`` is for a run a person acknowledged after a brake tripped.
+        """
         active = self.journal.read().runs.get(self.key)
         if active is not None:
             return self._resume(active)
@@ -147,7 +151,7 @@ class Runner:
         if plan is None:
             return report
         try:
-            brake = self._brake(plan)
+            brake = None if waive_brakes else self._brake(plan)
             term = self.journal.current_term()
             self.journal.commit(BeginRun(
                 policy=self.key, run_id=run_id, term=term, started=started, now=now,

@@ -8,12 +8,13 @@ delete (I8). The spool is also the full plan that Plan mode publishes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from lethe.retention.planner import Planner
 from lethe.spec import Policy
@@ -59,10 +60,8 @@ class Plan:
                     yield PlannedEntry(**json.loads(line))
 
     def discard(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.spool_path)
-        except FileNotFoundError:
-            pass
 
     def counts(self) -> dict[str, Any]:
         age = None if self.oldest_eligible is None else max(0.0, self.now - self.oldest_eligible)
@@ -71,7 +70,7 @@ class Plan:
                 "oldestEligibleAgeSeconds": None if age is None else int(age)}
 
 
-def _current(storage: Storage, now: float, plan: Plan | None) -> Iterator[Entry]:
+def _current(storage: Storage, *, now: float, plan: Plan | None) -> Iterator[Entry]:
     for e in storage.list():
         if e.mtime > now + FUTURE_TOLERANCE:
             if plan is not None:
@@ -87,39 +86,65 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
 
     ``exclude`` holds keys that are never candidates (the consumer manifest itself).
     """
-    planner = Planner(rules=policy.rules, selection=policy.selection, group_by=policy.groupBy,
-                      now=now)
-    for n, e in enumerate(_current(storage, now, None), 1):
-        if e.key not in exclude:
-            planner.observe(e)
-        if progress is not None and n % 10_000 == 0:
-            progress("scan", n)
-    planner.seal()
+    planner = Planner.for_policy(policy, now=now)
+    sealed = False
+    while not sealed:  # pass 1, plus refinement passes the size cap may ask for
+        for n, e in enumerate(_current(storage, now=now, plan=None), 1):
+            if e.key not in exclude:
+                planner.observe(e)
+            if progress is not None and n % 10_000 == 0:
+                progress("scan", n)
+        sealed = planner.seal()
     fd, path = tempfile.mkstemp(prefix="lethe-plan-", suffix=".jsonl", dir=spool_dir)
     plan = Plan(now=now, spool_path=path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            for e in _current(storage, now, plan):
-                plan.scanned += 1
-                if e.key in exclude:
-                    continue
-                d = planner.decide(e)
-                if d.rule != "not-selected":
-                    plan.selected += 1
-                if not d.delete:
-                    continue
-                plan.matched += 1
-                plan.matched_bytes += e.size
-                if plan.oldest_eligible is None or e.mtime < plan.oldest_eligible:
-                    plan.oldest_eligible = e.mtime
-                out.write(json.dumps({
-                    "key": e.key, "size": e.size, "mtime": e.mtime,
-                    "fingerprint": e.fingerprint, "rule": d.rule, "version_id": e.version_id,
-                }, ensure_ascii=False) + "\n")
-                if progress is not None and plan.scanned % 10_000 == 0:
-                    progress("plan", plan.scanned)
+            _decide_pass(planner, storage, plan, out, exclude, progress)
     except BaseException:
         os.unlink(path)
         raise
-    plan.summary = planner.summary()
+    plan.summary = planner.summary().to_dict()
     return plan
+
+
+def _decide_pass(planner: Planner, storage: Storage, plan: Plan, out: TextIO,
+                 exclude: frozenset[str], progress: Callable[[str, int], None] | None) -> None:
+    """Pass 2. A group's deletions go to the spool as they come, but are cut off
+    again (truncate to the group's start) unless the group proves unchanged since
+    pass 1 once its last member has been seen: a group is never partly deleted."""
+    group: str | None = None
+    # spool offset and plan counters at the group's start
+    mark: tuple[int, int, int, float | None] = (0, 0, 0, None)
+
+    def close_group() -> None:
+        if group is not None and not planner.group_complete(group):
+            out.flush()
+            out.seek(mark[0])
+            out.truncate()
+            plan.matched, plan.matched_bytes, plan.oldest_eligible = mark[1], mark[2], mark[3]
+
+    for e in _current(storage, now=plan.now, plan=plan):
+        plan.scanned += 1
+        if e.key in exclude:
+            continue
+        d = planner.decide(e)
+        if d.group != group:
+            close_group()
+            group = d.group
+            out.flush()
+            mark = (out.tell(), plan.matched, plan.matched_bytes, plan.oldest_eligible)
+        if d.rule != "not-selected":
+            plan.selected += 1
+        if progress is not None and plan.scanned % 10_000 == 0:
+            progress("plan", plan.scanned)
+        if not d.delete:
+            continue
+        plan.matched += 1
+        plan.matched_bytes += e.size
+        if plan.oldest_eligible is None or e.mtime < plan.oldest_eligible:
+            plan.oldest_eligible = e.mtime
+        out.write(json.dumps({
+            "key": e.key, "size": e.size, "mtime": e.mtime, "fingerprint": e.fingerprint,
+            "rule": d.rule, "version_id": e.version_id,
+        }, ensure_ascii=False) + "\n")
+    close_group()

@@ -1,0 +1,108 @@
+"""Every write Lethe makes to the Kubernetes API goes through here, leader-only (I1).
+
+Each write first asks the journal whether this node still leads with a valid
+lease; a follower (or a deposed leader) writes nothing. Status patches use the
+``lethe`` field manager so other tools can see who owns which fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "load_api"]
+
+GROUP = "lethe.io"
+VERSION = "v1alpha1"
+FIELD_MANAGER = "lethe"
+PLURALS = {"RetentionPolicy": "retentionpolicies", "CleanupJob": "cleanupjobs"}
+
+log = logging.getLogger("lethe.kube")
+
+
+class NotAllowed(Exception):
+    """This node may not write to the API now (not the leader, or lease lost)."""
+
+
+def load_api(kubeconfig: str | None = None) -> k8s.ApiClient:
+    try:
+        k8s_config.load_incluster_config()
+        return k8s.ApiClient()
+    except k8s_config.ConfigException:
+        cfg = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        return k8s.ApiClient(configuration=cfg)
+
+
+class KubeWriter:
+    def __init__(self, *, api: k8s.ApiClient, may_write: Callable[[], bool],
+                 component: str) -> None:
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
+        self.may_write = may_write
+        self.component = component
+
+    def _guard(self) -> None:
+        if not self.may_write():
+            raise NotAllowed("not the leader with a valid lease: no API writes")
+
+    def patch_status(self, *, kind: str, namespace: str, name: str,
+                     status: Mapping[str, Any]) -> None:
+        self._guard()
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURALS[kind], name, {"status": dict(status)},
+                field_manager=FIELD_MANAGER)
+        except ApiException as e:
+            if e.status == 404:
+                return  # deleted meanwhile: nothing to report on
+            raise
+
+    def delete(self, *, kind: str, namespace: str, name: str) -> None:
+        self._guard()
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                        PLURALS[kind], name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def event(self, *, obj: Mapping[str, Any], reason: str, message: str,
+              warning: bool = False) -> None:
+        """Post a Kubernetes event about ``obj``; failures are logged, never fatal."""
+        self._guard()
+        meta = obj.get("metadata", {})
+        now = dt.datetime.now(dt.UTC)
+        body = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(name=f"{meta.get('name')}.{uuid.uuid4().hex[:12]}",
+                                      namespace=meta.get("namespace")),
+            involved_object=k8s.V1ObjectReference(
+                api_version=obj.get("apiVersion", f"{GROUP}/{VERSION}"), kind=obj.get("kind"),
+                name=meta.get("name"), namespace=meta.get("namespace"), uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion")),
+            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
+            first_timestamp=now, last_timestamp=now, count=1,
+            source=k8s.V1EventSource(component="lethe", host=self.component),
+            reporting_component="lethe.io/operator", reporting_instance=self.component)
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), body)
+        except ApiException as e:
+            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), e.reason)
+
+    def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        """Secret data, decoded; ``None`` if absent. Values are never logged."""
+        try:
+            s = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            if e.status in (403, 404):
+                return None
+            raise
+        return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}

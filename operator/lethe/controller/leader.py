@@ -1,0 +1,538 @@
+"""The leader's loop: schedule runs, resume interrupted ones, report status.
+
+Every replica keeps an :class:`Inventory` of both kinds (fed by kopf watches)
+so a new leader starts warm; only a node whose journal lease is valid gets
+past the first line of :meth:`Leader.tick`, and every API write re-checks it
+(:mod:`lethe.controller.kube`). Runs execute in worker threads, one per
+policy at a time; the journal's compare-and-set on slot and job makes each
+scheduled slot and each CleanupJob run at most once across failovers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from lethe.controller import schedule, status
+from lethe.controller.config import OperatorConfig
+from lethe.controller.kube import KubeWriter, NotAllowed
+from lethe.controller.tenancy import check_target
+from lethe.journal import CompleteBatch, FinishRun, Journal, JournalError, SkipSlot
+from lethe.logs import run_context
+from lethe.metrics import Metrics
+from lethe.runner.execute import LostLeadership, Runner, RunReport, new_run_id
+from lethe.spec import Policy, S3Target, SpecError, parse_spec
+from lethe.storage.base import Storage
+from lethe.storage.factory import open_storage
+
+__all__ = ["ACK_ANNOTATION", "Inventory", "Leader"]
+
+log = logging.getLogger("lethe.leader")
+
+ACK_ANNOTATION = "lethe.io/acknowledge-run"
+PROGRESS_INTERVAL = 3.0  # seconds between progress patches of a CleanupJob
+
+
+class Inventory:
+    """Both kinds as last seen by this replica's watch; thread-safe copies out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.synced = threading.Event()
+
+    def put(self, kind: str, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        with self._lock:
+            self._objs[(kind, meta["namespace"], meta["name"])] = json.loads(json.dumps(body))
+
+    def remove(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objs.pop((kind, namespace, name), None)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._objs.get((kind, namespace, name))
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [v for (k, _, _), v in sorted(self._objs.items()) if k == kind]
+
+
+def _ts(value: str | None) -> float:
+    if not value:
+        return time.time()
+    return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+@dataclass(slots=True)
+class _Active:
+    future: Future[None]
+    kind: str
+    namespace: str
+    name: str
+    generation: int
+
+
+class Leader:
+    def __init__(self, *, config: OperatorConfig, journal: Journal, inventory: Inventory,
+                 writer: KubeWriter, metrics: Metrics, clock: Callable[[], float] = time.time,
+                 storage_factory: Callable[..., Storage] = open_storage) -> None:
+        self.config = config
+        self.journal = journal
+        self.inventory = inventory
+        self.writer = writer
+        self.metrics = metrics
+        self.clock = clock
+        self.storage_factory = storage_factory
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lethe-run")
+        self._active: dict[str, _Active] = {}  # policy key -> running thread
+        self._written: dict[tuple[str, str, str], str] = {}  # what we last patched
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.config.tick_seconds):
+            try:
+                self.tick()
+            except NotAllowed:
+                pass
+            except Exception:
+                log.exception("leader tick failed; retrying next tick")
+
+    def tick(self) -> None:
+        if not self.journal.lease_valid() or not self.inventory.synced.is_set():
+            self._written.clear()  # a future term re-asserts status from scratch
+            return
+        for key, act in list(self._active.items()):
+            if act.future.done():
+                del self._active[key]
+        self._resume_interrupted()
+        for obj in self.inventory.all("RetentionPolicy"):
+            self._reconcile_policy(obj)
+        for obj in self.inventory.all("CleanupJob"):
+            self._reconcile_job(obj)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _patch(self, kind: str, obj: Mapping[str, Any], st: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        ident = (kind, meta["namespace"], meta["name"])
+        st = {**st, "leader": self.config.pod_name} if kind == "RetentionPolicy" else st
+        blob = json.dumps(st, sort_keys=True, default=str)
+        if self._written.get(ident) == blob:
+            return
+        # Only write when it changes what the object shows (conditions' times aside).
+        self.writer.patch_status(kind=kind, namespace=meta["namespace"], name=meta["name"],
+                                 status=st)
+        self._written[ident] = blob
+
+    def _credentials(self, policy: Policy) -> tuple[str, str] | None:
+        t = policy.target
+        if not isinstance(t, S3Target) or t.credentialsSecretRef is None:
+            return None
+        ref = t.credentialsSecretRef
+        data = self.writer.read_secret(namespace=policy.namespace, name=ref.name)
+        if data is None or ref.accessKeyIdKey not in data or ref.secretAccessKeyKey not in data:
+            raise _Stall("CredentialsMissing",
+                         f"Secret {policy.namespace}/{ref.name} (spec.target.s3."
+                         f"credentialsSecretRef) is missing or lacks the keys "
+                         f"{ref.accessKeyIdKey} and {ref.secretAccessKeyKey}")
+        return data[ref.accessKeyIdKey], data[ref.secretAccessKeyKey]
+
+    def _policy_of(self, obj: Mapping[str, Any]) -> Policy:
+        meta = obj["metadata"]
+        try:
+            policy = parse_spec(obj.get("spec"), name=meta["name"], namespace=meta["namespace"])
+        except SpecError as e:
+            raise _Stall("InvalidSpec", str(e)) from e
+        reason = check_target(policy=policy, config=self.config)
+        if reason:
+            raise _Stall("TargetNotAllowed", reason)
+        return policy
+
+    # -- RetentionPolicy -------------------------------------------------------------
+
+    def _reconcile_policy(self, obj: dict[str, Any]) -> None:
+        meta, st = obj["metadata"], obj.get("status") or {}
+        key = f"{meta['namespace']}/{meta['name']}"
+        gen = int(meta.get("generation", 1))
+        now = self.clock()
+        if key in self._active:
+            return
+        base = {k: st[k] for k in ("lastRun", "lastPlan", "eligible", "oldestEligibleAge",
+                                   "stalledRun", "missedSlots") if k in st}
+        try:
+            policy = self._policy_of(obj)
+        except _Stall as s:
+            self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                        "nextRunTime": None, "conditions": status.conditions(
+                            previous=st.get("conditions"), generation=gen, now=now,
+                            stalled=(s.reason, s.message))})
+            return
+        stalled = st.get("stalledRun") or {}
+        ack = (meta.get("annotations") or {}).get(ACK_ANNOTATION)
+        if stalled and stalled.get("generation") == gen and ack != stalled.get("id"):
+            # A tripped brake holds until a person acknowledges the run or edits the spec.
+            self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                        "nextRunTime": None, "conditions": status.conditions(
+                            previous=st.get("conditions"), generation=gen, now=now,
+                            stalled=("SafetyBrake", stalled.get("message", "")))})
+            return
+        if stalled and ack == stalled.get("id") and stalled.get("generation") == gen:
+            self._start(obj, policy, slot=None, waive_brakes=True)
+            return
+        if policy.suspend or not policy.schedule:
+            reason = "Suspended" if policy.suspend else "NoSchedule"
+            self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                        "nextRunTime": None, "conditions": status.conditions(
+                            previous=st.get("conditions"), generation=gen, now=now,
+                            ready_reason=reason, ready_message=(
+                                "spec.suspend is true" if policy.suspend else
+                                "no spec.schedule: runs only through CleanupJobs"))})
+            return
+        state = self.journal.read()
+        due = schedule.due_slot(schedule=policy.schedule, tz=policy.timeZone, now=now,
+                                last_slot=state.last_slot.get(key),
+                                since=_ts(meta.get("creationTimestamp")),
+                                deadline=self.config.starting_deadline)
+        if due.missed and due.last_missed:
+            self.metrics.missed_schedules.labels(namespace=policy.namespace,
+                                                 policy=policy.name).inc(due.missed)
+            base["missedSlots"] = int(base.get("missedSlots", 0)) + due.missed
+            base["lastMissedSlot"] = due.last_missed
+            if due.slot is None:
+                try:
+                    self.journal.commit(SkipSlot(policy=key, slot=due.last_missed,
+                                                 term=self.journal.current_term()))
+                except JournalError as e:
+                    log.info("could not record missed slot of %s: %s", key, e)
+        if due.slot is not None:
+            self._start(obj, policy, slot=due.slot, extra=base)
+            return
+        nxt = schedule.next_run(schedule=policy.schedule, tz=policy.timeZone, now=now)
+        prev = [c for c in st.get("conditions") or () if c.get("type") == "Ready"]
+        self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                    "nextRunTime": schedule.slot_id(nxt), "conditions": status.conditions(
+                        previous=st.get("conditions"), generation=gen, now=now,
+                        ready_reason=prev[0].get("reason", "Scheduled") if prev and
+                        prev[0].get("status") == "True" else "Scheduled",
+                        ready_message=f"next run at {schedule.slot_id(nxt)}")})
+
+    def _start(self, obj: dict[str, Any], policy: Policy, *, slot: str | None,
+               waive_brakes: bool = False, extra: Mapping[str, Any] | None = None) -> None:
+        key = f"{policy.namespace}/{policy.name}"
+        gen = int(obj["metadata"].get("generation", 1))
+        fut = self.pool.submit(self._policy_run, obj, policy, slot, waive_brakes, dict(extra or {}))
+        self._active[key] = _Active(future=fut, kind="RetentionPolicy",
+                                    namespace=policy.namespace, name=policy.name, generation=gen)
+
+    def _cancelled(self, kind: str, namespace: str, name: str, generation: int
+                   ) -> Callable[[], bool]:
+        """A run stops between batches when its object is deleted, edited or suspended."""
+        def check() -> bool:
+            cur = self.inventory.get(kind, namespace, name)
+            if cur is None or int(cur["metadata"].get("generation", 1)) != generation:
+                return True
+            return bool((cur.get("spec") or {}).get("suspend"))
+        return check
+
+    def _execute(self, *, policy: Policy, run_id: str, mode: str | None, slot: str | None,
+                 job: str | None, waive_brakes: bool, cancelled: Callable[[], bool],
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> RunReport:
+        storage = self.storage_factory(policy.target, credentials=self._credentials(policy))
+        try:
+            runner = Runner(policy=policy, storage=storage, journal=self.journal,
+                            cancelled=cancelled, progress=progress,
+                            spool_dir=self.config.data_dir)
+            return runner.run(run_id=run_id, mode=mode, slot=slot, job=job,
+                              waive_brakes=waive_brakes)
+        finally:
+            storage.close()
+
+    def _policy_run(self, obj: dict[str, Any], policy: Policy, slot: str | None,
+                    waive_brakes: bool, base: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        gen = int(meta.get("generation", 1))
+        run_id = new_run_id()
+        active = self.journal.read().runs.get(f"{policy.namespace}/{policy.name}")
+        if active is not None:
+            run_id = active.run_id
+        with run_context(run_id=run_id, policy=policy.name, namespace=policy.namespace):
+            log.info("run %s of %s starting (slot %s, mode %s)", run_id, policy.name, slot,
+                     policy.mode)
+            prev = (obj.get("status") or {}).get("conditions")
+            base.pop("stalledRun", None) if waive_brakes else None
+            try:
+                self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                            "conditions": status.conditions(
+                                previous=prev, generation=gen, now=self.clock(),
+                                reconciling=f"run {run_id} in progress")})
+                self.writer.event(obj=obj, reason="RunStarted",
+                                  message=f"run {run_id} started ({policy.mode})")
+                report = self._execute(
+                    policy=policy, run_id=run_id, mode=None, slot=slot, job=None,
+                    waive_brakes=waive_brakes,
+                    cancelled=self._cancelled("RetentionPolicy", policy.namespace, policy.name,
+                                              gen))
+            except _Stall as s:
+                self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
+                            "conditions": status.conditions(previous=prev, generation=gen,
+                                                            now=self.clock(),
+                                                            stalled=(s.reason, s.message))})
+                self.writer.event(obj=obj, reason=s.reason, message=s.message, warning=True)
+                return
+            except (LostLeadership, NotAllowed) as e:
+                log.warning("run %s stopped: %s", run_id, e)
+                return
+            except JournalError as e:
+                log.info("run of %s not started: %s", policy.name, e)
+                return
+            self._report_policy(obj, policy, report, base)
+
+    def _report_policy(self, obj: dict[str, Any], policy: Policy, report: RunReport,
+                       base: dict[str, Any]) -> None:
+        gen = int(obj["metadata"].get("generation", 1))
+        r = report.as_dict()
+        plan = r.get("plan") or {}
+        eligible = max(0, r["matched"] - r["deleted"]) if report.mode == "Enforce" \
+            else r["matched"]
+        oldest = plan.get("oldestEligibleAgeSeconds")
+        self.metrics.observe_run(namespace=policy.namespace, policy=policy.name,
+                                 result=report.result, seconds=max(0.0, report.ended -
+                                                                   report.started),
+                                 counters=report.counters, eligible=eligible,
+                                 oldest_age=oldest if eligible else 0)
+        st: dict[str, Any] = {**base, "observedGeneration": gen,
+                              "lastRun": status.run_summary(r), "eligible": eligible,
+                              "oldestEligibleAge": f"{int(oldest)}s" if oldest and eligible
+                              else None,
+                              "lastPlan": _plan_status(plan)}
+        stalled = None
+        if report.reason == "SafetyBrake":
+            self.metrics.brake_trips.labels(namespace=policy.namespace,
+                                            policy=policy.name).inc()
+            st["stalledRun"] = {"id": report.run_id, "generation": gen,
+                                "message": report.message}
+            stalled = ("SafetyBrake", f"{report.message} (annotate "
+                       f"{ACK_ANNOTATION}={report.run_id} to let it proceed)")
+            self.writer.event(obj=obj, reason="SafetyBrake", message=stalled[1], warning=True)
+        elif report.result not in ("Succeeded", "Planned", "Aborted"):
+            stalled = (report.reason or "RunFailed", report.message or report.result)
+            self.writer.event(obj=obj, reason=report.reason or "RunFailed",
+                              message=report.message or report.result, warning=True)
+        else:
+            st["stalledRun"] = None
+            self.writer.event(obj=obj, reason="RunFinished", message=(
+                f"run {report.run_id} {report.result}: deleted {r['deleted']}, "
+                f"eligible {eligible}, skipped {r['skipped_changed']}, errors {r['errors']}"))
+        st["conditions"] = status.conditions(
+            previous=(obj.get("status") or {}).get("conditions"), generation=gen,
+            now=self.clock(), stalled=stalled, ready_reason=report.result,
+            ready_message=f"last run {report.run_id} {report.result}")
+        cur = self.inventory.get("RetentionPolicy", policy.namespace, policy.name) or obj
+        self._patch("RetentionPolicy", cur, st)
+
+    # -- CleanupJob ------------------------------------------------------------------
+
+    def _job_policy(self, obj: Mapping[str, Any]) -> Policy:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        ref = spec.get("policyRef")
+        if ref:
+            pol = self.inventory.get("RetentionPolicy", meta["namespace"], ref.get("name", ""))
+            if pol is None:
+                raise _Stall("PolicyNotFound", f"spec.policyRef: RetentionPolicy "
+                             f"{meta['namespace']}/{ref.get('name')} does not exist")
+            return self._policy_of(pol)
+        inline = {"metadata": {"name": f"cleanupjob:{meta['name']}",
+                               "namespace": meta["namespace"]}, "spec": spec.get("policy")}
+        try:
+            policy = parse_spec(inline["spec"], name=f"cleanupjob:{meta['name']}",
+                                namespace=meta["namespace"], path="spec.policy")
+        except SpecError as e:
+            raise _Stall("InvalidSpec", str(e)) from e
+        reason = check_target(policy=policy, config=self.config)
+        if reason:
+            raise _Stall("TargetNotAllowed", reason)
+        return policy
+
+    def _reconcile_job(self, obj: dict[str, Any]) -> None:
+        meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        uid, gen, now = meta["uid"], int(meta.get("generation", 1)), self.clock()
+        phase = st.get("phase")
+        if phase in ("Succeeded", "Failed"):
+            ttl = spec.get("ttlSecondsAfterFinished")
+            done = st.get("completionTime")
+            if ttl is not None and done and _ts(done) + ttl <= now:
+                self.writer.delete(kind="CleanupJob", namespace=meta["namespace"],
+                                   name=meta["name"])
+            return
+        record = self.journal.read().jobs.get(uid)
+        if record is not None:
+            # It ran (exactly once); only its final status patch was lost.
+            self._patch("CleanupJob", obj, self._job_final(obj, record.run_id, record.result,
+                                                           dict(record.counters),
+                                                           record.message, record.ended))
+            return
+        try:
+            policy = self._job_policy(obj)
+        except _Stall as s:
+            self._patch("CleanupJob", obj, {
+                "phase": "Failed", "observedGeneration": gen, "completionTime": status.iso(now),
+                "conditions": status.conditions(previous=st.get("conditions"), generation=gen,
+                                                now=now, stalled=(s.reason, s.message))})
+            self.writer.event(obj=obj, reason=s.reason, message=s.message, warning=True)
+            return
+        key = f"{policy.namespace}/{policy.name}"
+        if key in self._active:
+            return  # one run per policy at a time: wait for the scheduled run
+        active = self.journal.read().runs.get(key)
+        if active is not None and active.job not in (None, uid):
+            return
+        fut = self.pool.submit(self._job_run, obj, policy)
+        self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
+                                    name=meta["name"], generation=gen)
+
+    def _job_final(self, obj: Mapping[str, Any], run_id: str, result: str,
+                   counters: Mapping[str, int], message: str, ended: float) -> dict[str, Any]:
+        gen = int(obj["metadata"].get("generation", 1))
+        ok = result in ("Succeeded", "Planned")
+        st = obj.get("status") or {}
+        return {
+            "phase": "Succeeded" if ok else "Failed", "runId": run_id,
+            "observedGeneration": gen, "completionTime": status.iso(ended),
+            "counters": {k: int(counters.get(k, 0)) for k in (
+                "scanned", "matched", "deleted", "bytesFreed", "skippedChanged", "errors")},
+            "progress": "done", "startTime": st.get("startTime") or status.iso(ended),
+            "conditions": status.conditions(
+                previous=st.get("conditions"), generation=gen, now=self.clock(),
+                stalled=None if ok else (result, message or result),
+                ready_reason=result, ready_message=message or f"run {run_id} {result}")}
+
+    def _job_run(self, obj: dict[str, Any], policy: Policy) -> None:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        gen = int(meta.get("generation", 1))
+        active = self.journal.read().runs.get(f"{policy.namespace}/{policy.name}")
+        run_id = active.run_id if active is not None else new_run_id()
+        mode = spec.get("mode", "Plan")
+        last = [0.0]
+        start = status.iso(self.clock())
+
+        def progress(info: dict[str, Any]) -> None:
+            if self.clock() - last[0] < PROGRESS_INTERVAL:
+                return
+            last[0] = self.clock()
+            counters = {k: int(info.get(k, 0)) for k in ("scanned", "matched", "deleted",
+                                                          "bytesFreed", "skippedChanged",
+                                                          "errors")}
+            self._patch("CleanupJob", obj, {"phase": "Running", "runId": run_id,
+                                            "startTime": start, "observedGeneration": gen,
+                                            "progress": f"{info.get('phase')}",
+                                            "counters": counters})
+
+        with run_context(run_id=run_id, policy=policy.name, namespace=policy.namespace):
+            try:
+                self._patch("CleanupJob", obj, {
+                    "phase": "Running", "runId": run_id, "startTime": start,
+                    "observedGeneration": gen, "progress": "planning",
+                    "conditions": status.conditions(
+                        previous=(obj.get("status") or {}).get("conditions"), generation=gen,
+                        now=self.clock(), reconciling=f"run {run_id} in progress")})
+                self.writer.event(obj=obj, reason="RunStarted",
+                                  message=f"run {run_id} started ({mode})")
+                report = self._execute(
+                    policy=policy, run_id=run_id, mode=mode, slot=None, job=meta["uid"],
+                    waive_brakes=False, progress=progress,
+                    cancelled=lambda: self.inventory.get("CleanupJob", meta["namespace"],
+                                                         meta["name"]) is None)
+            except _Stall as s:
+                now = self.clock()
+                self._patch("CleanupJob", obj, {
+                    "phase": "Failed", "observedGeneration": gen,
+                    "completionTime": status.iso(now), "conditions": status.conditions(
+                        previous=None, generation=gen, now=now, stalled=(s.reason, s.message))})
+                self.writer.event(obj=obj, reason=s.reason, message=s.message, warning=True)
+                return
+            except (LostLeadership, NotAllowed, JournalError) as e:
+                log.warning("job run %s stopped: %s", run_id, e)
+                return
+            if report.ended == 0.0:
+                # Failed before it began (target unreachable …): nothing journaled, retry later.
+                self._patch("CleanupJob", obj, {
+                    "phase": "Pending", "observedGeneration": gen, "progress": report.message,
+                    "conditions": status.conditions(
+                        previous=None, generation=gen, now=self.clock(),
+                        stalled=(report.reason or "RunFailed", report.message))})
+                return
+            r = report.as_dict()
+            self.metrics.observe_run(namespace=policy.namespace, policy=policy.name,
+                                     result=report.result,
+                                     seconds=max(0.0, report.ended - report.started),
+                                     counters=report.counters, eligible=0, oldest_age=None)
+            self._patch("CleanupJob", obj, self._job_final(
+                obj, report.run_id, report.result, report.counters,
+                report.message or report.reason, report.ended))
+            self.writer.event(obj=obj, reason="RunFinished", message=(
+                f"run {report.run_id} {report.result}: deleted {r['deleted']}, "
+                f"skipped {r['skipped_changed']}, errors {r['errors']}"))
+
+    # -- failover --------------------------------------------------------------------
+
+    def _resume_interrupted(self) -> None:
+        """Runs the journal says are active but no thread here is executing."""
+        state = self.journal.read()
+        for key, run in state.runs.items():
+            if key in self._active:
+                continue
+            ns, _, name = key.partition("/")
+            if run.job is not None:
+                job = next((j for j in self.inventory.all("CleanupJob")
+                            if j["metadata"]["uid"] == run.job), None)
+                if job is not None:
+                    self._reconcile_job(job)
+                    continue
+            else:
+                pol = self.inventory.get("RetentionPolicy", ns, name)
+                if pol is not None:
+                    try:
+                        policy = self._policy_of(pol)
+                    except _Stall:
+                        pass
+                    else:
+                        self._start(pol, policy, slot=None)
+                        continue
+            self._abandon(key, run.run_id, list(run.inflight))
+
+    def _abandon(self, key: str, run_id: str, inflight: list[int]) -> None:
+        """Its policy or job is gone: close the run in the journal, deleting nothing more."""
+        term = self.journal.current_term()
+        for seq in inflight:
+            self.journal.commit(CompleteBatch(policy=key, run_id=run_id, seq=seq, term=term,
+                                              counters={}))
+        self.journal.commit(FinishRun(policy=key, run_id=run_id, term=term, result="Aborted",
+                                      ended=self.clock(), message="policy or job deleted"))
+        log.info("abandoned run %s of %s: its object is gone", run_id, key)
+
+
+def _plan_status(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan as status shows it: counts, and per rule items and bytes kept/deleted."""
+    rules = (plan.get("rules") or {}).get("rules") or []
+    return {**{k: v for k, v in plan.items() if k != "rules"},
+            "rules": {r["rule"]: {"keptItems": r["kept"]["items"],
+                                  "keptBytes": r["kept"]["bytes"],
+                                  "deletedItems": r["deleted"]["items"],
+                                  "deletedBytes": r["deleted"]["bytes"]} for r in rules}}
+
+
+class _Stall(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,150 @@
+"""``lethe run``: one operator replica — Raft node, kopf watches, leader loop, HTTP.
+
+Start-up order matters: Raft first (so a replica is a member before it is
+ready), then one LIST of both kinds (so the inventory is complete before the
+leader loop may act on it), then kopf's watches keep it current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+
+from lethe.controller.config import OperatorConfig, parse_config
+from lethe.controller.handlers import register, settings
+from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, load_api
+from lethe.controller.leader import Inventory, Leader
+from lethe.http.server import Probes, serve
+from lethe.logs import setup_logging
+from lethe.metrics import Metrics
+from lethe.raft.discovery import discover_from_env
+from lethe.raft.node import RaftJournal
+from lethe.raft.security import InsecureRaftRefused, resolve_password
+from lethe.raft.status import RaftMetrics
+
+__all__ = ["run_main"]
+
+log = logging.getLogger("lethe.operator")
+
+
+def _initial_list(api: k8s.ApiClient, inventory: Inventory, config: OperatorConfig) -> None:
+    custom = k8s.CustomObjectsApi(api)
+    for kind, plural in PLURALS.items():
+        if config.watch_namespaces:
+            items: list[dict[str, Any]] = []
+            for ns in config.watch_namespaces:
+                items += custom.list_namespaced_custom_object(GROUP, VERSION, ns,
+                                                              plural)["items"]
+        else:
+            items = custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+        for obj in items:
+            obj.setdefault("kind", kind)
+            inventory.put(kind, obj)
+    inventory.synced.set()
+
+
+def _scaling_down(api: k8s.ApiClient, config: OperatorConfig) -> bool:
+    """On SIGTERM: is this pod's ordinal beyond the StatefulSet's new size? Then it
+    leaves Raft, so the remaining members' quorum shrinks with it."""
+    sts, _, ordinal = config.pod_name.rpartition("-")
+    if not sts or not ordinal.isdigit():
+        return False
+    try:
+        obj = k8s.AppsV1Api(api).read_namespaced_stateful_set(sts, config.namespace)
+    except k8s.ApiException:
+        return False
+    return int(ordinal) >= int(obj.spec.replicas or 0)
+
+
+def run_main(argv: Sequence[str]) -> int:
+    config = parse_config(argv)
+    setup_logging(fmt=config.log_format)
+    try:
+        password = resolve_password(insecure_dev=config.insecure_dev_raft)
+    except InsecureRaftRefused as e:
+        log.error("%s", e)
+        return 2
+    disc = discover_from_env()
+    raft_metrics = RaftMetrics()
+    journal = RaftJournal(self_address=disc.self_address, peers=disc.peers, password=password,
+                          data_dir=f"{config.data_dir}/raft", bind_address=disc.bind_address,
+                          join=not disc.in_seed, metrics=raft_metrics)
+    metrics = Metrics()
+    inventory = Inventory()
+    api = load_api(config.kubeconfig)
+    writer = KubeWriter(api=api, may_write=journal.lease_valid, component=config.pod_name)
+    leader = Leader(config=config, journal=journal, inventory=inventory, writer=writer,
+                    metrics=metrics)
+    heartbeat = [time.monotonic()]
+    watching = threading.Event()
+
+    def ready() -> tuple[bool, str]:
+        st = journal.status()
+        if not st.get("leader"):
+            return False, "no Raft leader known yet"
+        if not inventory.synced.is_set() or not watching.is_set():
+            return False, "watches not established yet"
+        return True, f"ok: leader {st.get('leader')}"
+
+    probes = Probes(healthy=lambda: time.monotonic() - heartbeat[0] < 30, ready=ready,
+                    raft_status=journal.status, registries=[metrics.registry,
+                                                             raft_metrics.registry])
+    http = serve(host=config.http_host, port=config.http_port, probes=probes)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(2):
+            heartbeat[0] = time.monotonic()
+
+    threading.Thread(target=beat, name="lethe-heartbeat", daemon=True).start()
+    _initial_list(api, inventory, config)
+    threading.Thread(target=leader.run_forever, args=(stop,), name="lethe-leader",
+                     daemon=True).start()
+
+    registry = kopf.OperatorRegistry()
+    register(registry=registry, inventory=inventory)
+
+    async def operate() -> None:
+        loop = asyncio.get_running_loop()
+        stop_flag: asyncio.Future[None] = loop.create_future()
+        ready_flag: asyncio.Future[None] = loop.create_future()
+
+        def on_signal() -> None:
+            if not stop_flag.done():
+                stop_flag.set_result(None)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+
+        async def mark_ready() -> None:
+            await ready_flag
+            watching.set()
+
+        marker = asyncio.create_task(mark_ready())
+        await kopf.operator(registry=registry, settings=settings(pod_name=config.pod_name),
+                            standalone=True, clusterwide=not config.watch_namespaces,
+                            namespaces=list(config.watch_namespaces), stop_flag=stop_flag,
+                            ready_flag=ready_flag)
+        marker.cancel()
+
+    log.info("operator %s starting: raft %s, peers %s, http %s:%d", config.pod_name,
+             disc.self_address, ",".join(disc.peers) or "(none)", config.http_host,
+             config.http_port)
+    try:
+        asyncio.run(operate())
+    finally:
+        stop.set()
+        leader.pool.shutdown(wait=True, cancel_futures=True)
+        if _scaling_down(api, config):
+            journal.leave()
+        journal.close()
+        http.shutdown()
+    return 0

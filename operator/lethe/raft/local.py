@@ -1,0 +1,45 @@
+"""A one-node Raft cluster for the command line: the operator's code path (I7).
+
+``lethe plan``/``lethe apply`` run through the same journal as the operator,
+so a killed ``lethe apply`` resumes exactly where it stopped when run again
+with the same state directory. The node listens on loopback only, with a
+fresh random password: nothing else ever talks to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lethe.journal import JournalError
+from lethe.raft.node import RaftJournal
+
+__all__ = ["local_journal"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_journal(*, data_dir: str | Path, timeout: float = 15.0) -> Iterator[RaftJournal]:
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{_free_port()}"
+    journal = RaftJournal(self_address=address, peers=[], password=secrets.token_hex(16),
+                          data_dir=data_dir, bind_address=address)
+    try:
+        deadline = time.monotonic() + timeout
+        while not journal.lease_valid():
+            if time.monotonic() > deadline:
+                raise JournalError(f"one-node Raft in {data_dir} did not become leader "
+                                   f"within {timeout:.0f}s")
+            time.sleep(0.02)
+        yield journal
+    finally:
+        journal.close()
