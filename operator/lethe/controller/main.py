@@ -73,11 +73,11 @@ def run_main(argv: Sequence[str]) -> int:
         log.error("%s", e)
         return 2
     disc = discover_from_env()
-    raft_metrics = RaftMetrics()
+    metrics = Metrics()
+    raft_metrics = RaftMetrics(registry=metrics.registry)
     journal = RaftJournal(self_address=disc.self_address, peers=disc.peers, password=password,
                           data_dir=f"{config.data_dir}/raft", bind_address=disc.bind_address,
                           join=not disc.in_seed, metrics=raft_metrics)
-    metrics = Metrics()
     inventory = Inventory()
     api = load_api(config.kubeconfig)
     writer = KubeWriter(api=api, may_write=journal.lease_valid, component=config.pod_name)
@@ -95,8 +95,7 @@ def run_main(argv: Sequence[str]) -> int:
         return True, f"ok: leader {st.get('leader')}"
 
     probes = Probes(healthy=lambda: time.monotonic() - heartbeat[0] < 30, ready=ready,
-                    raft_status=journal.status, registries=[metrics.registry,
-                                                             raft_metrics.registry])
+                    raft_status=lambda: dict(journal.status()), registries=[metrics.registry])
     http = serve(host=config.http_host, port=config.http_port, probes=probes)
     stop = threading.Event()
 

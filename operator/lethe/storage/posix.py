@@ -1,0 +1,695 @@
+"""POSIX backend: a directory tree, typically an NFS mount.
+
+Safety model (issue 3, item 1; invariants I3, I6, I10):
+
+* **Nothing outside the root, ever.** Every operation walks from a file
+  descriptor of the root, one component at a time, with
+  ``O_DIRECTORY | O_NOFOLLOW`` relative to the parent's descriptor, and acts
+  with ``*at()`` calls (``unlink(name, dir_fd=…)``). A directory swapped for a
+  symlink between listing and deleting makes the walk fail with ``ELOOP`` /
+  ``ENOTDIR``; it cannot redirect the delete. Keys are checked with
+  :func:`~lethe.storage.base.check_key` (no ``..``, no absolute keys).
+* **Symlinks are never followed** and are never deletion candidates; nor are
+  fifos, sockets or devices. Only regular files are listed.
+* **One filesystem.** The root's ``st_dev`` is captured at the first
+  :meth:`PosixStorage.check_ready`; a later change (remount, unmount) makes the
+  target unavailable, and anything below the root on another device (a nested
+  mount) is neither listed nor deleted.
+* **An unmounted export means zero deletes.** With ``sentinel`` set, the file
+  must exist in the root or :meth:`~PosixStorage.check_ready` refuses.
+* **Skipped:** NFS silly-rename placeholders (``.nfs*``), the operator's own
+  ``.lethe/`` at the root, and every directory holding a ``.lethe-keep`` file
+  together with everything below it.
+
+Listing order (the rules layer relies on it for ``groupBy``): depth first,
+names sorted by their bytes within each directory, a subdirectory's entries
+emitted where its name sorts. All entries under a directory are therefore
+contiguous. Note this is *component-wise* order: ``a/x`` comes before
+``a.txt`` (``a`` < ``a.txt``), unlike a plain sort of full keys.
+
+Names are bytes on disk. Keys are ``str`` decoded with :func:`os.fsdecode`
+(UTF-8 with ``surrogateescape``), so non-UTF-8 names round-trip: the key the
+listing yields, given back to :meth:`~PosixStorage.delete_batch`, names the
+same file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final
+
+from lethe.spec import PosixTarget
+from lethe.storage.base import (
+    INTERNAL_PREFIX,
+    ConflictError,
+    DeleteResult,
+    Entry,
+    Outcome,
+    StorageError,
+    TargetUnavailable,
+    check_key,
+)
+
+__all__ = ["ABSENT_TOKEN", "KEEP_FILE", "PosixStorage"]
+
+log = logging.getLogger(__name__)
+
+#: A directory containing a file of this name is protected with everything below it.
+KEEP_FILE: Final = ".lethe-keep"
+#: ``replace_object(if_match=ABSENT_TOKEN)`` creates the object only if it does not
+#: exist yet (S3: ``If-None-Match: *``). Same value in the S3 backend.
+ABSENT_TOKEN: Final = "-"
+
+_INTERNAL_DIR: Final = INTERNAL_PREFIX.rstrip("/")
+_NFS_PLACEHOLDER: Final = ".nfs"
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
+#: How many listing problems (unreadable directories) are kept for reporting.
+_MAX_LISTING_ERRORS: Final = 100
+
+
+def fingerprint(st: os.stat_result) -> str:
+    """``"{inode}:{size}:{mtime_ns}"``: changes when the file is replaced or written."""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _errtext(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "E?")
+    return f"{name}: {exc.strerror or exc}"
+
+
+class _DirWalker:
+    """Opens directories under the root by components, reusing the current chain.
+
+    Holds one descriptor per level of the last directory opened, so a sorted
+    batch (entries of one directory are contiguous) opens each directory once
+    and never holds more than ``depth`` descriptors. Every component is opened
+    with ``O_NOFOLLOW`` relative to its parent, is checked to be on the root's
+    device, and is checked for a ``.lethe-keep`` file.
+    """
+
+    def __init__(self, root_fd: int, dev: int, *, check_keep: bool = True) -> None:
+        self._root_fd = root_fd
+        self._dev = dev
+        self._check_keep = check_keep
+        self._names: list[str] = []
+        self._fds: list[int] = []
+        self.root_protected = check_keep and _has_keep(root_fd)
+
+    def open(self, parts: Sequence[str]) -> int:
+        """Descriptor of the directory ``parts`` (a tuple of names below the root).
+
+        Raises ``OSError`` from the walk (``ENOENT``, ``ELOOP``, ``ENOTDIR``…),
+        :class:`_Protected` under ``.lethe-keep`` and :class:`_OtherDevice` on
+        a nested mount.
+        """
+        if self.root_protected:
+            raise _Protected("")
+        keep = 0
+        while keep < len(self._names) and keep < len(parts) and self._names[keep] == parts[keep]:
+            keep += 1
+        self._truncate(keep)
+        for name in parts[keep:]:
+            parent = self._fds[-1] if self._fds else self._root_fd
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                if os.fstat(fd).st_dev != self._dev:
+                    raise _OtherDevice("/".join(parts[: len(self._names) + 1]))
+                if self._check_keep and _has_keep(fd):
+                    raise _Protected("/".join(parts[: len(self._names) + 1]))
+            except BaseException:
+                os.close(fd)
+                raise
+            self._names.append(name)
+            self._fds.append(fd)
+        return self._fds[-1] if self._fds else self._root_fd
+
+    def _truncate(self, n: int) -> None:
+        while len(self._fds) > n:
+            os.close(self._fds.pop())
+            self._names.pop()
+
+    def close(self) -> None:
+        self._truncate(0)
+
+
+class _Protected(Exception):
+    pass
+
+
+class _OtherDevice(Exception):
+    pass
+
+
+def _has_keep(dir_fd: int) -> bool:
+    try:
+        os.stat(KEEP_FILE, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _split(key: str) -> tuple[list[str], str]:
+    parts = check_key(key).split("/")
+    return parts[:-1], parts[-1]
+
+
+class PosixStorage:
+    """A directory tree as a :class:`~lethe.storage.base.Storage`.
+
+    ``target.path`` is opened as given (a symlink *as the root itself* is
+    followed once, at open time; the tenancy check above this layer resolves
+    and vets the root). ``expect_dev`` pins the root's device from a previous
+    run; without it the device seen by the first :meth:`check_ready` is pinned.
+
+    ``target.pruneEmptyDirs``: after each :meth:`delete_batch`, directories
+    emptied by it are removed bottom-up (see :meth:`prune_empty_dirs`); the
+    number removed accumulates in :attr:`pruned_dirs`.
+
+    Not thread-safe: one runner uses one instance.
+    """
+
+    def __init__(self, target: PosixTarget, *, expect_dev: int | None = None) -> None:
+        self.target = target
+        self._path = target.path
+        self._dev: int | None = expect_dev
+        self._root_fd: int | None = None
+        #: Directories removed by empty-directory pruning, over this instance's life.
+        self.pruned_dirs = 0
+        #: ``(key, error)`` of directories the last :meth:`list` could not read
+        #: (at most 100 kept; ``listing_error_count`` has the total). Their
+        #: contents were not listed, so a runner should report them.
+        self.listing_errors: list[tuple[str, str]] = []
+        self.listing_error_count = 0
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"posix:{self._path}"
+
+    @property
+    def device(self) -> int | None:
+        """The pinned ``st_dev`` of the root (persist it to detect remounts across runs)."""
+        return self._dev
+
+    def check_ready(self) -> None:
+        """Open the root afresh and verify it: exists, is a directory, same device, sentinel.
+
+        On success all later operations use the descriptor opened here, so a
+        root swapped afterwards does not redirect them (call again at the start
+        of every run and batch to notice an unmount).
+        """
+        path = self._path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TargetUnavailable(
+                "TargetUnreachable",
+                f"{path} does not exist; is the volume mounted? Nothing will be deleted "
+                "until it is back") from None
+        except NotADirectoryError:
+            raise TargetUnavailable(
+                "TargetUnreachable", f"{path} is not a directory; fix spec.target.posix.path"
+            ) from None
+        except OSError as exc:
+            raise TargetUnavailable(
+                "TargetUnreachable", f"cannot open {path}: {_errtext(exc)}") from None
+        try:
+            st = os.fstat(fd)
+            if self._dev is not None and st.st_dev != self._dev:
+                raise TargetUnavailable(
+                    "TargetUnreachable",
+                    f"{path} is now on device {st.st_dev:#x}, not {self._dev:#x} as before: the "
+                    "export was unmounted or remounted; nothing will be deleted until the same "
+                    "filesystem is back (or the operator is restarted on purpose)")
+            if self.target.sentinel is not None:
+                sentinel = check_key(self.target.sentinel)
+                try:
+                    sdir, sname = _split(sentinel)
+                    walker = _DirWalker(fd, st.st_dev, check_keep=False)
+                    try:
+                        os.stat(sname, dir_fd=walker.open(sdir), follow_symlinks=False)
+                    finally:
+                        walker.close()
+                except (OSError, _OtherDevice):
+                    raise TargetUnavailable(
+                        "TargetUnreachable",
+                        f"sentinel file {sentinel!r} is missing in {path}: the export is probably "
+                        f"not mounted. Mount it, or create the sentinel on the real export "
+                        f"(touch {os.path.join(path, sentinel)}) to confirm it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._dev is None:
+            self._dev = st.st_dev
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+        self._root_fd = fd
+
+    def _root(self) -> tuple[int, int]:
+        if self._root_fd is None or self._dev is None:
+            self.check_ready()
+        assert self._root_fd is not None and self._dev is not None
+        return self._root_fd, self._dev
+
+    def close(self) -> None:
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    def __enter__(self) -> PosixStorage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- clock -------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The storage's clock: touch ``.lethe/clock-probe`` and read back its mtime.
+
+        ``utime`` with no explicit time asks the server to stamp its own time
+        (NFS ``SET_TO_SERVER_TIME``), which is the clock that stamps the files
+        we compare against. Needs a writable root; raises StorageError otherwise.
+        """
+        root_fd, _dev = self._root()
+        try:
+            dfd = self._ensure_dirs(root_fd, [_INTERNAL_DIR])
+            try:
+                fd = os.open("clock-probe", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+                try:
+                    os.utime(fd)
+                    return os.fstat(fd).st_mtime_ns / 1e9
+                finally:
+                    os.close(fd)
+            finally:
+                if dfd != root_fd:
+                    os.close(dfd)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read the clock of {self.describe()} via {_PROBE_KEY}: {_errtext(exc)}"
+            ) from None
+
+    # --- listing -----------------------------------------------------------------
+
+    def list(self) -> Iterator[Entry]:
+        """Stream regular files depth first (see the module docstring for the order).
+
+        Memory is one sorted name list per open level (O(depth × directory
+        size)); one descriptor per level is held while descending. Directories
+        that vanish while listed are skipped silently; unreadable ones are
+        skipped and recorded in :attr:`listing_errors`.
+        """
+        root_fd, dev = self._root()
+        self.listing_errors = []
+        self.listing_error_count = 0
+        if _has_keep(root_fd):
+            return
+        # Stack of (dir fd, key prefix, remaining sorted names reversed).
+        top = os.dup(root_fd)
+        stack: builtins.list[tuple[int, str, list[str]]] = []
+        try:
+            stack.append((top, "", self._read_dir(top, "", at_root=True)))
+            while stack:
+                dfd, prefix, names = stack[-1]
+                if not names:
+                    os.close(dfd)
+                    stack.pop()
+                    continue
+                name = names.pop()
+                key = prefix + name
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._listing_error(key, exc)
+                    continue
+                if st.st_dev != dev:
+                    continue  # nested mount: another filesystem
+                if stat.S_ISREG(st.st_mode):
+                    yield Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9,
+                                fingerprint=fingerprint(st))
+                elif stat.S_ISDIR(st.st_mode):
+                    try:
+                        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    except OSError as exc:
+                        if exc.errno != errno.ELOOP:  # swapped for a symlink: skip quietly
+                            self._listing_error(key + "/", exc)
+                        continue
+                    try:
+                        cst = os.fstat(cfd)
+                        if cst.st_dev != dev or _has_keep(cfd):
+                            os.close(cfd)
+                            continue
+                        children = self._read_dir(cfd, key + "/", at_root=False)
+                    except OSError as exc:
+                        os.close(cfd)
+                        self._listing_error(key + "/", exc)
+                        continue
+                    stack.append((cfd, key + "/", children))
+                # symlinks, fifos, sockets, devices: never candidates
+        finally:
+            for dfd, _p, _n in stack:
+                os.close(dfd)
+
+    @staticmethod
+    def _read_dir(dfd: int, prefix: str, *, at_root: bool) -> builtins.list[str]:
+        """Names in the directory, filtered, sorted by bytes, *reversed* (pop() = next)."""
+        with os.scandir(dfd) as it:
+            names = [e.name for e in it
+                     if not e.name.startswith(_NFS_PLACEHOLDER)
+                     and not (at_root and e.name == _INTERNAL_DIR)]
+        names.sort(key=os.fsencode, reverse=True)
+        return names
+
+    def _listing_error(self, key: str, exc: OSError) -> None:
+        self.listing_error_count += 1
+        if len(self.listing_errors) < _MAX_LISTING_ERRORS:
+            self.listing_errors.append((key, _errtext(exc)))
+        log.warning("listing %s: skipped %r: %s", self.describe(), key, _errtext(exc))
+
+    # --- deleting ----------------------------------------------------------------
+
+    def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+        """Delete each entry if its fingerprint still matches; one result per entry, in order.
+
+        Per entry: walk to its directory by descriptors (``O_NOFOLLOW``), then
+        ``fstatat`` the name without following symlinks and compare
+        ``inode:size:mtime_ns`` with the entry's fingerprint, then
+        ``unlinkat``. ``ALREADY_GONE`` if the file or a parent directory is
+        missing; ``CHANGED_SKIPPED`` if the fingerprint differs, the name is no
+        longer a regular file, or a ``.lethe-keep`` appeared above it; ``ERROR``
+        (with the errno name) for anything else, including a path component
+        that is now a symlink (``ELOOP``/``ENOTDIR``) or on another device.
+
+        The window that remains: between the ``fstatat`` and the ``unlinkat``
+        (microseconds) another process could rename a different file onto the
+        name; POSIX has no conditional unlink. Writers that modify files in
+        place change the mtime and are caught.
+
+        With ``pruneEmptyDirs`` the directories emptied are then removed (see
+        :meth:`prune_empty_dirs`). Entries are most efficient in listing order.
+        """
+        root_fd, dev = self._root()
+        results: builtins.list[DeleteResult] = []
+        walker = _DirWalker(root_fd, dev)
+        try:
+            for entry in entries:
+                results.append(self._delete_one(walker, entry, dev))
+        finally:
+            walker.close()
+        if self.target.pruneEmptyDirs:
+            gone = [r.key for r in results if r.outcome in (Outcome.DELETED, Outcome.ALREADY_GONE)]
+            self.pruned_dirs += len(self.prune_empty_dirs(gone))
+        return results
+
+    def _delete_one(self, walker: _DirWalker, entry: Entry, dev: int) -> DeleteResult:
+        key = entry.key
+        try:
+            parts, name = _split(key)
+        except StorageError as exc:
+            return DeleteResult(key, Outcome.ERROR, str(exc))
+        if key.startswith(INTERNAL_PREFIX):
+            return DeleteResult(key, Outcome.ERROR, "refusing to delete the operator's own files")
+        if name.startswith(_NFS_PLACEHOLDER):
+            return DeleteResult(key, Outcome.ERROR, "refusing to delete an NFS placeholder")
+        try:
+            dfd = walker.open(parts)
+        except FileNotFoundError:
+            return DeleteResult(key, Outcome.ALREADY_GONE, "parent directory is gone")
+        except _Protected as exc:
+            return DeleteResult(key, Outcome.CHANGED_SKIPPED,
+                                f"protected by {KEEP_FILE} in {str(exc) or '.'}")
+        except _OtherDevice as exc:
+            return DeleteResult(key, Outcome.ERROR, f"{exc} is on another filesystem")
+        except OSError as exc:
+            hint = (" (a directory was replaced by a symlink or file)"
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR) else "")
+            return DeleteResult(key, Outcome.ERROR, f"{_errtext(exc)}{hint}")
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return DeleteResult(key, Outcome.ALREADY_GONE)
+        except OSError as exc:
+            return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+        if not stat.S_ISREG(st.st_mode):
+            return DeleteResult(key, Outcome.CHANGED_SKIPPED, "no longer a regular file")
+        if st.st_dev != dev:
+            return DeleteResult(key, Outcome.ERROR, "on another filesystem")
+        current = fingerprint(st)
+        if current != entry.fingerprint:
+            return DeleteResult(key, Outcome.CHANGED_SKIPPED,
+                                f"fingerprint {current} != {entry.fingerprint}")
+        try:
+            os.unlink(name, dir_fd=dfd)
+        except FileNotFoundError:
+            return DeleteResult(key, Outcome.ALREADY_GONE)
+        except OSError as exc:
+            return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+        return DeleteResult(key, Outcome.DELETED)
+
+    def prune_empty_dirs(self, keys: Iterable[str]) -> builtins.list[str]:
+        """Remove directories left empty above the given (deleted) keys; return their keys.
+
+        For each key's parent directory, deepest first: ``rmdir`` it by name
+        relative to its parent's descriptor; if that succeeds, try its parent
+        next. The kernel's ``rmdir`` only removes an *empty* directory, so the
+        emptiness check is atomic. Never the root (it has no name below
+        itself), never ``.lethe/``, never a protected directory (it holds
+        ``.lethe-keep``, so it is not empty), never a mount point (``EBUSY``) or
+        a symlink (``ENOTDIR``). A directory that a writer is just about to use
+        may disappear under it; such a writer sees ``ENOENT``.
+        """
+        root_fd, dev = self._root()
+        todo: set[tuple[str, ...]] = set()
+        for key in keys:
+            try:
+                parts, _name = _split(key)
+            except StorageError:
+                continue
+            if parts and parts[0] != _INTERNAL_DIR:
+                todo.add(tuple(parts))
+        removed: builtins.list[str] = []
+        walker = _DirWalker(root_fd, dev)
+        try:
+            while todo:
+                deepest = max(todo, key=lambda p: (len(p), [os.fsencode(x) for x in p]))
+                todo.discard(deepest)
+                try:
+                    pfd = walker.open(deepest[:-1])
+                    os.rmdir(deepest[-1], dir_fd=pfd)
+                except (OSError, _Protected, _OtherDevice):
+                    continue
+                removed.append("/".join(deepest))
+                if len(deepest) > 1:
+                    todo.add(deepest[:-1])
+        finally:
+            walker.close()
+        return removed
+
+    # --- small objects (manifest, ledger) ----------------------------------------
+
+    def read_object(self, key: str) -> tuple[bytes, str] | None:
+        """``(data, token)``; the token is the file's ``inode:size:mtime_ns``."""
+        root_fd, dev = self._root()
+        parts, name = _split(key)
+        # Internal objects live wherever the policy says, even under .lethe-keep.
+        walker = _DirWalker(root_fd, dev, check_keep=False)
+        try:
+            try:
+                dfd = walker.open(parts)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except (OSError, _Protected, _OtherDevice) as exc:
+                raise StorageError(f"cannot read {key!r} in {self.describe()}: {exc}") from None
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise StorageError(f"{key!r} in {self.describe()} is not a regular file")
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                return b"".join(chunks), fingerprint(st)
+            except OSError as exc:
+                raise StorageError(f"cannot read {key!r} in {self.describe()}: "
+                                   f"{_errtext(exc)}") from None
+            finally:
+                os.close(fd)
+        finally:
+            walker.close()
+
+    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+        """Atomically replace or create ``key``; return the new token.
+
+        Writes ``.<name>.lethe-tmp-<random>`` in the same directory, fsyncs it,
+        renames it over ``key`` and fsyncs the directory, so a crash leaves
+        either the old or the new content, never a torn file. Missing parent
+        directories are created. ``if_match``: ``None`` replaces
+        unconditionally; a token from :meth:`read_object` requires the file to
+        still have it; :data:`ABSENT_TOKEN` requires the file not to exist
+        (atomic, via ``link``). A mismatch raises :class:`ConflictError`.
+
+        The token check before the rename is not atomic with it (POSIX has no
+        compare-and-rename); only the fenced leader writes these files, so the
+        check guards against stale state, not against a concurrent writer.
+        """
+        root_fd, _dev = self._root()
+        parts, name = _split(key)
+        try:
+            dfd = self._ensure_dirs(root_fd, parts)
+        except OSError as exc:
+            raise StorageError(f"cannot create the directory of {key!r} in "
+                               f"{self.describe()}: {_errtext(exc)}") from None
+        tmp = f".{name}.lethe-tmp-{secrets.token_hex(6)}"
+        if len(os.fsencode(tmp)) > 255:
+            tmp = f".lethe-tmp-{secrets.token_hex(12)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dfd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+                token = fingerprint(os.fstat(fd))
+            finally:
+                os.close(fd)
+            try:
+                if if_match == ABSENT_TOKEN:
+                    try:
+                        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    except FileExistsError:
+                        raise ConflictError(f"{key!r} already exists in {self.describe()}"
+                                            ) from None
+                    os.unlink(tmp, dir_fd=dfd)
+                else:
+                    if if_match is not None:
+                        try:
+                            current = fingerprint(os.stat(name, dir_fd=dfd, follow_symlinks=False))
+                        except FileNotFoundError:
+                            current = "absent"
+                        if current != if_match:
+                            raise ConflictError(f"{key!r} in {self.describe()} changed "
+                                                f"(token {current}, expected {if_match})")
+                    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                os.fsync(dfd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+            # The inode (and mtime) survive rename/link, so the temp file's
+            # fingerprint is the new file's token.
+            return token
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} in {self.describe()}: "
+                               f"{_errtext(exc)}") from None
+        finally:
+            if dfd != root_fd:
+                os.close(dfd)
+
+    def delete_object(self, key: str) -> None:
+        root_fd, dev = self._root()
+        parts, name = _split(key)
+        walker = _DirWalker(root_fd, dev, check_keep=False)
+        try:
+            try:
+                os.unlink(name, dir_fd=walker.open(parts))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except (OSError, _Protected, _OtherDevice) as exc:
+                raise StorageError(f"cannot delete {key!r} in {self.describe()}: {exc}") from None
+        finally:
+            walker.close()
+
+    def list_internal(self, prefix: str) -> Iterator[str]:
+        """Keys of regular files whose key starts with ``prefix``, in listing order.
+
+        ``prefix`` is usually a directory (``.lethe/ledger/``); a partial last
+        component (``.lethe/ledger/run-1``) filters names in that directory.
+        """
+        root_fd, dev = self._root()
+        dir_part, _sep, _rest = prefix.rpartition("/")
+        parts = check_key(dir_part).split("/") if dir_part else []
+        walker = _DirWalker(root_fd, dev, check_keep=False)
+        try:
+            try:
+                start = os.dup(walker.open(parts))
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except (OSError, _Protected, _OtherDevice) as exc:
+                raise StorageError(f"cannot list {prefix!r} in {self.describe()}: {exc}") from None
+        finally:
+            walker.close()
+        base = dir_part + "/" if dir_part else ""
+        stack: builtins.list[tuple[int, str, list[str]]] = []
+        try:
+            stack.append((start, base, self._read_names(start)))
+            while stack:
+                dfd, kp, names = stack[-1]
+                if not names:
+                    os.close(dfd)
+                    stack.pop()
+                    continue
+                name = names.pop()
+                key = kp + name
+                if not (key.startswith(prefix) or prefix.startswith(key + "/")):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and key.startswith(prefix):
+                    yield key
+                elif stat.S_ISDIR(st.st_mode) and st.st_dev == dev:
+                    try:
+                        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+                    except OSError:
+                        continue
+                    try:
+                        children = self._read_names(cfd)
+                    except OSError:
+                        os.close(cfd)
+                        continue
+                    stack.append((cfd, key + "/", children))
+        finally:
+            for dfd, _k, _n in stack:
+                os.close(dfd)
+
+    @staticmethod
+    def _read_names(dfd: int) -> builtins.list[str]:
+        with os.scandir(dfd) as it:
+            names = [e.name for e in it]
+        names.sort(key=os.fsencode, reverse=True)
+        return names
+
+    def _ensure_dirs(self, root_fd: int, parts: Sequence[str]) -> int:
+        """Open (creating as needed) the directory ``parts``; caller closes if != root_fd."""
+        fd = root_fd
+        try:
+            for name in parts:
+                try:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                if fd != root_fd:
+                    os.close(fd)
+                fd = nfd
+        except BaseException:
+            if fd != root_fd:
+                os.close(fd)
+            raise
+        return fd

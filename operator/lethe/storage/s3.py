@@ -1,0 +1,627 @@
+"""S3 backend: a bucket and a prefix on AWS, MinIO, Ceph RGW or any S3-compatible server.
+
+* Keys in :class:`~lethe.storage.base.Entry` are relative to the prefix. Keys
+  under ``<prefix>.lethe/`` are the operator's own and never listed as
+  candidates; keys that would not pass :func:`~lethe.storage.base.check_key`
+  (``a//b``, ``../x``) are skipped and counted in :attr:`S3Storage.skipped_keys`;
+  "folder" marker objects (keys ending in ``/``, or equal to the prefix) are
+  skipped silently.
+* Listing order is S3's: keys ascending by UTF-8 bytes, so all keys under one
+  ``dir/`` prefix are contiguous.
+* Throttling: botocore's ``standard`` retry mode retries ``503 SlowDown``
+  (and other throttling codes, 500/502/504 and connection errors) with
+  exponential backoff and jitter, ``max_attempts`` times in all.
+* Credentials are handed to botocore and not kept on this object; messages
+  built here name the bucket, key and error code, never a credential.
+* Versioned buckets (``Enabled`` or ``Suspended``, checked once and cached):
+  the listing comes from ListObjectVersions so each entry carries the current
+  VersionId, and deletes name that VersionId. An overwrite creates a *new*
+  version, which such a delete cannot touch. Deleting the current version by
+  id is permanent, and if older versions of the key exist the newest of them
+  becomes current again (the key reappears with older content); use
+  ``noncurrentVersionsMaxAge`` (:meth:`S3Storage.list_noncurrent_versions`) to
+  age those out.
+* Object lock: a legal hold or retention lock makes the delete fail; that is
+  reported as ``LOCKED``. ``BypassGovernanceRetention`` is never sent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import email.utils
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lethe.spec import S3Target
+from lethe.storage.base import (
+    INTERNAL_PREFIX,
+    ConflictError,
+    DeleteResult,
+    Entry,
+    Outcome,
+    StorageError,
+    TargetUnavailable,
+    check_key,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+__all__ = ["ABSENT_TOKEN", "MAX_DELETE_KEYS", "S3Storage"]
+
+log = logging.getLogger(__name__)
+
+#: DeleteObjects takes at most this many keys per call.
+MAX_DELETE_KEYS: Final = 1000
+#: ``replace_object(if_match=ABSENT_TOKEN)`` creates only if absent (``If-None-Match: *``).
+ABSENT_TOKEN: Final = "-"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_FOUND: Final = frozenset({"404", "NoSuchBucket", "NotFound"})
+_DENIED: Final = frozenset({"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
+                            "SignatureDoesNotMatch", "AccountProblem"})
+# Codes a server may use for "I do not understand per-object ETag conditions".
+_NO_CONDITIONS: Final = frozenset({"NotImplemented", "MalformedXML", "InvalidArgument"})
+_LOCK_WORDS: Final = ("object lock", "objectlock", "retention", "legal hold", "legalhold",
+                      "worm", "locked")
+
+
+def _ns(dt: datetime) -> int:
+    """Exact nanoseconds since the epoch (no float rounding)."""
+    return ((dt - _EPOCH) // timedelta(microseconds=1)) * 1000
+
+
+def _fingerprint(etag: str, last_modified: datetime) -> str:
+    return f"{etag}:{_ns(last_modified)}"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
+
+
+def _errtext(exc: BaseException) -> str:
+    """A message without credentials: botocore's messages name the operation,
+    the code and the server's message, or the endpoint for connection errors."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_lock_error(code: str, message: str) -> bool:
+    if code in ("ObjectLocked", "InvalidRetentionPeriod"):
+        return True
+    text = message.lower()
+    return code in ("AccessDenied", "InvalidRequest") and any(w in text for w in _LOCK_WORDS)
+
+
+def _key_before(key: str) -> str:
+    """A string sorting just below ``key`` (for StartAfter, which is exclusive).
+
+    Decrement the last character and append U+10FFFF, the greatest code point:
+    only keys beginning with that very string can fall in between.
+    """
+    if not key:
+        return ""
+    last = ord(key[-1])
+    if last == 0:
+        return key[:-1]
+    prev = last - 1
+    if 0xD800 <= prev <= 0xDFFF:  # no surrogates in UTF-8
+        prev = 0xD7FF
+    return key[:-1] + chr(prev) + "\U0010ffff"
+
+
+class S3Storage:
+    """A bucket + prefix as a :class:`~lethe.storage.base.Storage`.
+
+    ``client`` overrides the boto3 client (tests); otherwise one is built from
+    the target: ``endpoint``, ``region`` (default ``us-east-1``), path-style
+    addressing when ``forcePathStyle``, ``retry_mode``/``max_attempts``
+    retries. ``access_key``/``secret_key`` of ``None`` mean botocore's default
+    chain (environment, web identity/IRSA, instance profile).
+
+    ``conditional_deletes``: on unversioned buckets each DeleteObjects entry
+    also carries the listed ETag, so a server that honours per-object
+    conditions refuses to delete an object overwritten since the re-list
+    (reported ``CHANGED_SKIPPED``). A server that rejects the field is retried
+    without it once, and the option is switched off for this instance.
+    """
+
+    def __init__(self, target: S3Target, *, access_key: str | None = None,
+                 secret_key: str | None = None, client: S3Client | None = None,
+                 retry_mode: Literal["standard", "adaptive", "legacy"] = "standard",
+                 max_attempts: int = 8,
+                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
+                 conditional_deletes: bool = True) -> None:
+        self.target = target
+        self.bucket = target.bucket
+        self.prefix = target.prefix
+        self._internal = target.prefix + INTERNAL_PREFIX
+        self._versioned: bool | None = None
+        self._conditional_deletes = conditional_deletes
+        #: Keys listed but not offered as entries (unsafe relative keys), last :meth:`list`.
+        self.skipped_keys = 0
+        if client is None:
+            config = Config(
+                s3={"addressing_style": "path" if target.forcePathStyle else "auto"},
+                retries={"mode": retry_mode, "max_attempts": max_attempts},
+                connect_timeout=connect_timeout, read_timeout=read_timeout,
+                user_agent_extra="lethe",
+            )
+            session = boto3.session.Session()
+            client = session.client(
+                "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
+                aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
+        self.client: S3Client = client
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"S3Storage({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- readiness and clock ---------------------------------------------------
+
+    def _unavailable(self, exc: BaseException, what: str) -> TargetUnavailable:
+        where = f"{self.describe()} ({self.target.endpoint or 'AWS'})"
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code in _NOT_FOUND:
+                return TargetUnavailable(
+                    "TargetUnreachable",
+                    f"bucket {self.bucket!r} does not exist at {self.target.endpoint or 'AWS'}; "
+                    "create it or fix spec.target.s3.bucket/endpoint")
+            if code in _DENIED:
+                return TargetUnavailable(
+                    "AccessDenied",
+                    f"{what} on {where} was denied ({_errtext(exc)}); check the credentials "
+                    "Secret and the bucket policy (needs s3:ListBucket, s3:DeleteObject, "
+                    "s3:GetObject, s3:PutObject)")
+        return TargetUnavailable("TargetUnreachable", f"{what} on {where} failed: {_errtext(exc)}")
+
+    def check_ready(self) -> None:
+        """HeadBucket plus a one-key ListObjectsV2 under the prefix."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc, "HeadBucket/ListObjectsV2") from None
+
+    def now(self) -> float:
+        """The server's clock: the ``Date`` header of a HeadBucket response (1 s resolution)."""
+        try:
+            resp = self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc, "HeadBucket") from None
+        date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if not date:
+            raise StorageError(f"{self.describe()}: the server sent no Date header")
+        try:
+            return email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            raise StorageError(f"{self.describe()}: unparseable Date header {date!r}") from None
+
+    def is_versioned(self) -> bool:
+        """GetBucketVersioning, once. If it cannot be read, assume unversioned: a delete
+        without VersionId on a versioned bucket only adds a (recoverable) delete marker."""
+        if self._versioned is None:
+            try:
+                status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except ClientError as exc:
+                log.warning("%s: cannot read versioning (%s); assuming unversioned",
+                            self.describe(), _errtext(exc))
+                status = None
+            self._versioned = status in ("Enabled", "Suspended")
+        return self._versioned
+
+    # --- listing -----------------------------------------------------------------
+
+    def _relative(self, full_key: str) -> str | None:
+        if full_key.startswith(self._internal) or not full_key.startswith(self.prefix):
+            return None
+        key = full_key[len(self.prefix):]
+        if not key or key.endswith("/"):
+            return None  # "folder" marker objects (console-made): not data, not counted
+        try:
+            return check_key(key)
+        except StorageError:
+            self.skipped_keys += 1
+            return None
+
+    def list(self) -> Iterator[Entry]:
+        """Stream entries page by page (1,000 per request), in S3 key order."""
+        self.skipped_keys = 0
+        try:
+            if self.is_versioned():
+                yield from self._list_versioned()
+                return
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    key = self._relative(obj["Key"])
+                    if key is None:
+                        continue
+                    yield Entry(key=key, size=obj["Size"], mtime=obj["LastModified"].timestamp(),
+                                fingerprint=_fingerprint(obj["ETag"], obj["LastModified"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing {self.describe()} failed: {_errtext(exc)}") from None
+
+    def _list_versioned(self) -> Iterator[Entry]:
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for v in page.get("Versions", []):
+                if not v.get("IsLatest"):
+                    continue
+                key = self._relative(v["Key"])
+                if key is None:
+                    continue
+                yield Entry(key=key, size=v["Size"], mtime=v["LastModified"].timestamp(),
+                            fingerprint=_fingerprint(v["ETag"], v["LastModified"]),
+                            version_id=v.get("VersionId"))
+
+    def list_internal(self, prefix: str) -> Iterator[str]:
+        """Keys (relative to the target prefix) starting with ``prefix`` (``.lethe/ledger/``)."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix):]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing {self.describe()}{prefix} failed: "
+                               f"{_errtext(exc)}") from None
+
+    # --- deleting ----------------------------------------------------------------
+
+    def _relist(self, full_keys: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        """Current ``(etag, last_modified)`` of the keys in ``[min, max]``: one
+        ListObjectsV2 (more pages only if other objects lie in that range)."""
+        lo, hi = min(full_keys), max(full_keys)
+        common = self.prefix
+        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
+            if a != b:
+                break
+            common += a
+        wanted = set(full_keys)
+        found: dict[str, tuple[str, datetime]] = {}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
+        start = _key_before(lo)
+        if start > common:
+            kwargs["StartAfter"] = start
+        while True:
+            page = self.client.list_objects_v2(**kwargs)
+            for obj in page.get("Contents", []):
+                if obj["Key"] in wanted:
+                    found[obj["Key"]] = (obj["ETag"], obj["LastModified"])
+                if obj["Key"] >= hi:
+                    return found
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return found
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = token
+
+    def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+        """Delete entries whose fingerprint is unchanged; one result per entry, in order.
+
+        Per chunk of 1,000: **one** ListObjectsV2 over the chunk's key range
+        (``StartAfter`` just below the smallest key, stopping past the
+        largest) re-reads every ETag and LastModified without a request per
+        object. A missing key is ``ALREADY_GONE``, a different fingerprint
+        ``CHANGED_SKIPPED``. The rest go to **one** DeleteObjects (``Quiet``
+        off, so every key gets a result): by VersionId on versioned buckets,
+        with the ETag as a per-object condition otherwise (see the class).
+
+        The window that remains on an *unversioned* bucket whose server ignores
+        per-object ETag conditions: an object overwritten after the re-list and
+        before DeleteObjects reaches the server (typically milliseconds) is
+        deleted although it changed. Versioned buckets have no such window: the
+        delete names the listed VersionId, and an overwrite is a new version.
+
+        A failure of the whole request (network, 5xx after retries, denied)
+        yields ``ERROR`` for each entry concerned; nothing is raised.
+        """
+        results: dict[int, DeleteResult] = {}
+        numbered = list(enumerate(entries))
+        for start in range(0, len(numbered), MAX_DELETE_KEYS):
+            results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS]))
+        return [results[i] for i in range(len(entries))]
+
+    def _delete_chunk(self, chunk: Sequence[tuple[int, Entry]]) -> dict[int, DeleteResult]:
+        out: dict[int, DeleteResult] = {}
+        todo: list[tuple[int, Entry, str]] = []
+        for i, entry in chunk:
+            try:
+                check_key(entry.key)
+            except StorageError as exc:
+                out[i] = DeleteResult(entry.key, Outcome.ERROR, str(exc))
+                continue
+            if entry.key.startswith(INTERNAL_PREFIX):
+                out[i] = DeleteResult(entry.key, Outcome.ERROR,
+                                      "refusing to delete the operator's own files")
+                continue
+            todo.append((i, entry, self.prefix + entry.key))
+        if not todo:
+            return out
+        try:
+            current = self._relist([full for _i, _e, full in todo])
+        except (ClientError, BotoCoreError) as exc:
+            msg = f"re-list before delete failed: {_errtext(exc)}"
+            out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
+            return out
+        versioned = self.is_versioned()
+        to_delete: dict[tuple[str, str | None], list[tuple[int, Entry]]] = {}
+        objects: list[ObjectIdentifierTypeDef] = []
+        for i, entry, full in todo:
+            seen = current.get(full)
+            if seen is None:
+                out[i] = DeleteResult(entry.key, Outcome.ALREADY_GONE)
+                continue
+            fp = _fingerprint(*seen)
+            if fp != entry.fingerprint:
+                out[i] = DeleteResult(entry.key, Outcome.CHANGED_SKIPPED,
+                                      f"fingerprint {fp} != {entry.fingerprint}")
+                continue
+            vid = entry.version_id if versioned else None
+            ident = (full, vid)
+            if ident not in to_delete:
+                obj: ObjectIdentifierTypeDef = {"Key": full}
+                if vid is not None:
+                    obj["VersionId"] = vid
+                elif self._conditional_deletes and not versioned:
+                    obj["ETag"] = seen[0]
+                objects.append(obj)
+            to_delete.setdefault(ident, []).append((i, entry))
+        if not objects:
+            return out
+        try:
+            resp = self._delete_objects(objects)
+        except (ClientError, BotoCoreError) as exc:
+            msg = f"DeleteObjects failed: {_errtext(exc)}"
+            for group in to_delete.values():
+                out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e in group})
+            return out
+        def take(key: str, vid: str | None) -> list[tuple[int, Entry]]:
+            # Servers differ in echoing VersionId (moto omits it in Errors): fall
+            # back to the one request we made for that key.
+            if (key, vid) in to_delete:
+                return to_delete.pop((key, vid))
+            for ident in [i for i in to_delete if i[0] == key][:1]:
+                return to_delete.pop(ident)
+            return []
+
+        for d in resp.get("Deleted", []):
+            group = take(d["Key"], d.get("VersionId") if versioned else None)
+            out.update({i: DeleteResult(e.key, Outcome.DELETED) for i, e in group})
+        for err in resp.get("Errors", []):
+            group = take(err["Key"], err.get("VersionId") if versioned else None)
+            code, message = err.get("Code", "?"), err.get("Message", "")
+            if code in ("NoSuchKey", "NoSuchVersion"):
+                outcome = Outcome.ALREADY_GONE
+            elif code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                outcome = Outcome.CHANGED_SKIPPED
+            elif _is_lock_error(code, message):
+                outcome = Outcome.LOCKED
+            else:
+                outcome = Outcome.ERROR
+            out.update({i: DeleteResult(e.key, outcome, f"{code}: {message}") for i, e in group})
+        for group in to_delete.values():  # the server said nothing about these
+            out.update({i: DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects")
+                        for i, e in group})
+        return out
+
+    def _delete_objects(self, objects: builtins.list[ObjectIdentifierTypeDef]) -> Any:
+        try:
+            return self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
+        except ClientError as exc:
+            if not (any("ETag" in o for o in objects) and _code(exc) in _NO_CONDITIONS):
+                raise
+            log.warning("%s: server rejected per-object ETag conditions (%s); deleting "
+                        "without them from now on", self.describe(), _errtext(exc))
+            self._conditional_deletes = False
+            plain: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in objects]
+            return self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": plain, "Quiet": False})
+
+    # --- versions and uploads ----------------------------------------------------
+
+    def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
+        """Noncurrent versions that became noncurrent before ``older_than``.
+
+        ``older_than`` is an absolute time, epoch seconds by the storage's clock
+        (``now() - noncurrentVersionsMaxAge``). A version becomes noncurrent
+        when the next newer version or delete marker of its key is written,
+        which is how S3 lifecycle rules count it; ``Entry.mtime`` is that time.
+        Delete markers themselves are not returned. Streaming; one key's
+        history at a time.
+        """
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)
+        last_key: str | None = None
+        successor: datetime | None = None  # LastModified of the next newer item of last_key
+        try:
+            for page in pages:
+                items: list[tuple[str, datetime, bool, dict[str, Any] | None]] = [
+                    (v["Key"], v["LastModified"], bool(v.get("IsLatest")), dict(v))
+                    for v in page.get("Versions", [])]
+                items += [(m["Key"], m["LastModified"], bool(m.get("IsLatest")), None)
+                          for m in page.get("DeleteMarkers", [])]
+                # S3 order: key ascending, then newest first (bytes order == str order);
+                # the page splits versions from delete markers, so merge them back, the
+                # latest first when two share a LastModified (1 s resolution).
+                items.sort(key=lambda t: (t[0], -_ns(t[1]), not t[2]))
+                for full, modified, _latest, version in items:
+                    if full != last_key:
+                        last_key, successor = full, None
+                    if version is not None and not version.get("IsLatest") \
+                            and successor is not None:
+                        key = self._relative(full)
+                        if key is not None and successor.timestamp() < older_than:
+                            yield Entry(key=key, size=version.get("Size", 0),
+                                        mtime=successor.timestamp(),
+                                        fingerprint=_fingerprint(version["ETag"], modified),
+                                        version_id=version["VersionId"])
+                    successor = modified
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing versions of {self.describe()} failed: "
+                               f"{_errtext(exc)}") from None
+
+    def delete_versions(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+        """Delete exact versions (from :meth:`list_noncurrent_versions`) by VersionId.
+
+        A version never changes, so there is no fingerprint re-check; locks are
+        reported as ``LOCKED``. One DeleteObjects per 1,000 entries.
+        """
+        results: builtins.list[DeleteResult] = []
+        for start in range(0, len(entries), MAX_DELETE_KEYS):
+            chunk = entries[start:start + MAX_DELETE_KEYS]
+            groups: dict[tuple[str, str], list[Entry]] = {}
+            objects: list[ObjectIdentifierTypeDef] = []
+            pre: dict[int, DeleteResult] = {}
+            for n, e in enumerate(chunk):
+                if e.version_id is None or e.key.startswith(INTERNAL_PREFIX):
+                    pre[n] = DeleteResult(e.key, Outcome.ERROR, "no VersionId / internal key")
+                    continue
+                ident = (self.prefix + check_key(e.key), e.version_id)
+                if ident not in groups:
+                    objects.append({"Key": ident[0], "VersionId": ident[1]})
+                groups.setdefault(ident, []).append(e)
+            by_ident: dict[tuple[str, str], DeleteResult] = {}
+            if objects:
+                try:
+                    resp = self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
+                    for d in resp.get("Deleted", []):
+                        ident = (d["Key"], d.get("VersionId", ""))
+                        by_ident[ident] = DeleteResult(ident[0], Outcome.DELETED)
+                    for err in resp.get("Errors", []):
+                        code, msg = err.get("Code", "?"), err.get("Message", "")
+                        outcome = (Outcome.LOCKED if _is_lock_error(code, msg) else
+                                   Outcome.ALREADY_GONE if code in ("NoSuchKey", "NoSuchVersion")
+                                   else Outcome.ERROR)
+                        by_ident[(err["Key"], err.get("VersionId", ""))] = DeleteResult(
+                            err["Key"], outcome, f"{code}: {msg}")
+                except (ClientError, BotoCoreError) as exc:
+                    text = f"DeleteObjects failed: {_errtext(exc)}"
+                    by_ident = {i: DeleteResult(i[0], Outcome.ERROR, text) for i in groups}
+            for n, e in enumerate(chunk):
+                if n in pre:
+                    results.append(pre[n])
+                    continue
+                r = by_ident.get((self.prefix + e.key, e.version_id or ""))
+                results.append(DeleteResult(e.key, r.outcome, r.detail) if r else
+                               DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
+        return results
+
+    def abort_incomplete_uploads(self, older_than: float) -> int:
+        """Abort multipart uploads under the prefix initiated before ``older_than``
+        (epoch seconds, storage clock). Returns how many were aborted."""
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if up["Initiated"].timestamp() >= older_than:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    except ClientError as exc:
+                        if _code(exc) not in ("NoSuchUpload", "404"):
+                            raise
+                        continue
+                    aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"aborting uploads in {self.describe()} failed after "
+                               f"{aborted}: {_errtext(exc)}") from None
+        return aborted
+
+    # --- small objects -----------------------------------------------------------
+
+    def read_object(self, key: str) -> tuple[bytes, str] | None:
+        """``(data, token)``; the token is the object's ETag (quotes included)."""
+        full = self.prefix + check_key(key)
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=full)
+            return resp["Body"].read(), resp["ETag"]
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise StorageError(f"reading {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"reading {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+
+    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+        """PutObject; return the new ETag.
+
+        ``if_match``: ``None`` writes unconditionally; an ETag sends
+        ``If-Match`` (the server refuses with 412 if the object changed or 404
+        if it vanished); :data:`ABSENT_TOKEN` sends ``If-None-Match: *``
+        (create only). A refusal raises :class:`ConflictError`: read and retry.
+        A PUT is atomic on S3. Caveat: if a conditional PUT succeeds but its
+        response is lost and botocore retries it, the retry sees the new ETag
+        and fails; the caller re-reads, finds its own content, and is done.
+        """
+        full = self.prefix + check_key(key)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "Body": data}
+        if if_match == ABSENT_TOKEN:
+            kwargs["IfNoneMatch"] = "*"
+        elif if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            resp = self.client.put_object(**kwargs)
+        except ClientError as exc:
+            code = _code(exc)
+            if if_match is not None and code in ("PreconditionFailed", "412", "NoSuchKey",
+                                                 "404", "ConditionalRequestConflict", "409"):
+                raise ConflictError(f"{self.describe()}{key} changed since it was read "
+                                    f"({code}); read it again and retry") from None
+            raise StorageError(f"writing {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"writing {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+        return str(resp["ETag"])
+
+    def delete_object(self, key: str) -> None:
+        full = self.prefix + check_key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return
+            raise StorageError(f"deleting {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"deleting {self.describe()}{key} failed: "
+                               f"{_errtext(exc)}") from None
+
+
+def chunked(entries: Iterable[Entry], size: int = MAX_DELETE_KEYS
+            ) -> Iterator[builtins.list[Entry]]:
+    """Group a stream of entries into delete batches of at most ``size``."""
+    batch: builtins.list[Entry] = []
+    for e in entries:
+        batch.append(e)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

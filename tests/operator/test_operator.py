@@ -1,0 +1,220 @@
+"""The operator end to end: three replicas, the real API server, real storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lethe.devenv import LocalReplicas
+from tests.fixtures.kube import KubeCluster
+from tests.operator.conftest import condition, get, wait_for
+
+DAY = 86400
+
+
+def files(root: Path, n: int, *, age_days: float, prefix: str = "f") -> list[Path]:
+    out = []
+    t = time.time() - age_days * DAY
+    for i in range(n):
+        p = root / f"{prefix}-{i:04d}.log"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x" * 10)
+        os.utime(p, (t, t))
+        out.append(p)
+    return out
+
+
+def policy(name: str, ns: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"target": target, **spec}}
+
+
+def job(name: str, ns: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "lethe.io/v1alpha1", "kind": "CleanupJob",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def ns(kube: KubeCluster, name: str) -> str:
+    kube.kubectl("create", "namespace", name, check=False)
+    return name
+
+
+def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
+                                              crds_installed: KubeCluster) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-job")
+    root = operators.data_root / "job"  # type: ignore[attr-defined]
+    old = files(root, 30, age_days=40, prefix="old")
+    new = files(root, 10, age_days=1, prefix="new")
+    kube.apply(policy("logs", n, {"posix": {"path": str(root)}}, rules={"maxAge": "30d"}))
+    kube.apply(job("now", n, policyRef={"name": "logs"}, mode="Enforce"))
+    done = wait_for(lambda: (o := get(kube, "cj", "now", n)) and
+                    (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
+                    timeout=90, what="CleanupJob to finish")
+    st = done["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["counters"]["deleted"] == 30 and st["counters"]["errors"] == 0
+    assert not any(p.exists() for p in old) and all(p.exists() for p in new)
+    assert condition(done, "Ready")["status"] == "True"  # type: ignore[index]
+    # Exactly once: the run's ledger holds each key once, under the job's run id.
+    lines = [json.loads(x) for f in (root / ".lethe/ledger").rglob("*.jsonl")
+             for x in f.read_text().splitlines()]
+    assert {x["run_id"] for x in lines} == {st["runId"]}
+    assert sorted(Counter(x["key"] for x in lines).values()) == [1] * 30
+    time.sleep(3)  # later ticks must not run it again
+    again = get(kube, "cj", "now", n)
+    assert again and again["status"]["runId"] == st["runId"]
+    events = kube.kubectl("get", "events", "-n", n, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"RunStarted", "RunFinished"} <= reasons
+
+
+def test_default_plan_mode_reports_and_deletes_nothing(operators: LocalReplicas,
+                                                       crds_installed: KubeCluster) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-plan")
+    root = operators.data_root / "plan"  # type: ignore[attr-defined]
+    old = files(root, 12, age_days=40)
+    kube.apply(policy("dry", n, {"posix": {"path": str(root)}}, rules={"maxAge": "30d"},
+                      schedule="* * * * *"))
+    obj = wait_for(lambda: (o := get(kube, "rp", "dry", n)) and
+                   ((o.get("status") or {}).get("lastRun") or {}).get("result") and o,
+                   timeout=100, what="a scheduled plan run")
+    st = obj["status"]
+    assert st["lastRun"]["result"] == "Planned" and st["lastRun"]["deleted"] == 0
+    assert st["eligible"] == 12 and st["lastPlan"]["matched"] == 12
+    assert "maxAge" in st["lastPlan"]["rules"]
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    assert st["nextRunTime"] or st["lastRun"]
+    assert all(p.exists() for p in old)
+    plans = list((root / ".lethe/plans/dry").glob("*.jsonl"))
+    assert len(plans) == 1 and len(plans[0].read_text().splitlines()) == 12
+    printed = kube.kubectl("get", "rp", "dry", "-n", n).stdout
+    assert "Planned" in printed
+
+
+def test_unreachable_target_is_a_condition(operators: LocalReplicas,
+                                           crds_installed: KubeCluster) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-unreachable")
+    missing = operators.data_root / "not-mounted"  # type: ignore[attr-defined]
+    kube.apply(policy("gone", n, {"posix": {"path": str(missing)}}, rules={"maxAge": "1d"},
+                      mode="Enforce"))
+    kube.apply(job("try", n, policyRef={"name": "gone"}, mode="Enforce"))
+    obj = wait_for(lambda: (o := get(kube, "cj", "try", n)) and condition(o, "Stalled") and
+                   condition(o, "Stalled")["status"] == "True" and o,  # type: ignore[index]
+                   timeout=60, what="Stalled condition")
+    assert condition(obj, "Stalled")["reason"] == "TargetUnreachable"  # type: ignore[index]
+    assert all(r.get("/healthz")[0] == 200 for r in operators.replicas)
+
+
+def test_target_outside_allowed_roots_is_refused(operators: LocalReplicas,
+                                                 crds_installed: KubeCluster,
+                                                 tmp_path: Path) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-tenancy")
+    victim = files(tmp_path / "elsewhere", 3, age_days=90)
+    kube.apply(policy("escape", n, {"posix": {"path": str(tmp_path / "elsewhere")}},
+                      rules={"maxAge": "1d"}, mode="Enforce"))
+    kube.apply(job("escape", n, policyRef={"name": "escape"}, mode="Enforce"))
+    obj = wait_for(lambda: (o := get(kube, "cj", "escape", n)) and
+                   (o.get("status") or {}).get("phase") == "Failed" and o, timeout=60,
+                   what="job refused")
+    assert condition(obj, "Stalled")["reason"] == "TargetNotAllowed"  # type: ignore[index]
+    assert all(p.exists() for p in victim)
+
+
+def test_brake_holds_until_acknowledged(operators: LocalReplicas,
+                                        crds_installed: KubeCluster) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-brake")
+    root = operators.data_root / "brake"  # type: ignore[attr-defined]
+    old = files(root, 20, age_days=40)
+    kube.apply(policy("braked", n, {"posix": {"path": str(root)}}, rules={"maxAge": "30d"},
+                      mode="Enforce", schedule="* * * * *", safety={"maxDeletes": 5}))
+    obj = wait_for(lambda: (o := get(kube, "rp", "braked", n)) and
+                   (c := condition(o, "Stalled")) and c["reason"] == "SafetyBrake" and o,
+                   timeout=100, what="SafetyBrake")
+    assert all(p.exists() for p in old)
+    run_id = obj["status"]["stalledRun"]["id"]
+    assert run_id in condition(obj, "Stalled")["message"]  # type: ignore[index]
+    kube.kubectl("annotate", "rp", "braked", "-n", n, f"lethe.io/acknowledge-run={run_id}")
+    wait_for(lambda: not any(p.exists() for p in old), timeout=60,
+             what="deletion after acknowledgement")
+    obj = wait_for(lambda: (o := get(kube, "rp", "braked", n)) and
+                   condition(o, "Stalled")["status"] == "False" and o,  # type: ignore[index]
+                   timeout=30, what="Stalled cleared")
+    assert obj["status"]["lastRun"]["deleted"] == 20
+
+
+def _upload(client: Any, bucket: str, keys: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=b"d" * 8), keys))
+
+
+def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
+                                               crds_installed: KubeCluster,
+                                               s3_server: Any, s3_bucket: str) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-failover")
+    client = s3_server.client()
+    keys = [f"data/obj-{i:05d}" for i in range(6000)]
+    _upload(client, s3_bucket, keys)
+    time.sleep(3)
+    kube.kubectl("create", "secret", "generic", "s3", "-n", n,
+                 f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
+                 f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_server.secret_key}", check=False)
+    kube.apply(policy("bucket", n, {"s3": {
+        "bucket": s3_bucket, "prefix": "data/", "endpoint": s3_server.endpoint,
+        "region": "us-east-1", "forcePathStyle": True,
+        "credentialsSecretRef": {"name": "s3"}}}, rules={"maxAge": "2s"}))
+    first = operators.wait_leader()
+    kube.apply(job("big", n, policyRef={"name": "bucket"}, mode="Enforce"))
+
+    def ledger_keys() -> list[str]:
+        out = client.list_objects_v2(Bucket=s3_bucket, Prefix="data/.lethe/ledger/")
+        return [o["Key"] for o in out.get("Contents", [])]
+
+    wait_for(lambda: len(ledger_keys()) >= 1, timeout=90, interval=0.1,
+             what="the first batch's ledger file")
+    operators.kill(first.index)  # SIGKILL, in the middle of the run
+    second = operators.wait_leader(timeout=30, exclude=first)
+    assert second is not first
+    done = wait_for(lambda: (o := get(kube, "cj", "big", n)) and
+                    (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
+                    timeout=180, what="the resumed job")
+    operators.start(first.index)
+    st = done["status"]
+    assert st["phase"] == "Succeeded", st
+    left = client.list_objects_v2(Bucket=s3_bucket, Prefix="data/obj-").get("KeyCount", 0)
+    assert left == 0
+    lines = []
+    for k in ledger_keys():
+        body = client.get_object(Bucket=s3_bucket, Key=k)["Body"].read().decode()
+        lines += [json.loads(x) for x in body.splitlines()]
+    per_key = Counter(x["key"] for x in lines)
+    assert set(per_key) == set(k.removeprefix("data/") for k in keys)
+    assert set(per_key.values()) == {1}, "a key was recorded (deleted) twice"
+    assert {x["run_id"] for x in lines} == {st["runId"]}, "the new leader began a new run"
+    assert st["counters"]["deleted"] == len(keys)
+    assert len({x["term"] for x in lines}) >= 2  # batches authorised by both terms
+    operators.wait_ready(timeout=60)
+
+
+def test_secrets_never_appear_in_logs_events_or_status(operators: LocalReplicas,
+                                                        crds_installed: KubeCluster) -> None:
+    kube, n = crds_installed, ns(crds_installed, "e2e-secrets")
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    kube.kubectl("create", "secret", "generic", "creds", "-n", n,
+                 "--from-literal=AWS_ACCESS_KEY_ID=AKIAEXAMPLE",
+                 f"--from-literal=AWS_SECRET_ACCESS_KEY={secret}")
+    kube.apply(policy("leaky", n, {"s3": {"bucket": "no-such-bucket",
+                                          "endpoint": "http://127.0.0.1:9",
+                                          "credentialsSecretRef": {"name": "creds"}}},
+                      rules={"maxAge": "1d"}, mode="Enforce"))
+    kube.apply(job("leaky", n, policyRef={"name": "leaky"}, mode="Enforce"))
+    wait_for(lambda: (o := get(kube, "cj", "leaky", n)) and condition(o, "Stalled"),
+             timeout=60, what="a reported failure")
+    seen = kube.kubectl("get", "rp,cj,events", "-n", n, "-o", "yaml").stdout
+    logs = "".join(r.log_path.read_text(errors="replace") for r in operators.replicas)
+    assert secret not in seen and secret not in logs

@@ -1,0 +1,346 @@
+"""S3 backend against a real moto server on loopback (see tests/fixtures/s3.py).
+
+Mocks only where moto cannot produce the case: a 503 SlowDown and a 403 on
+HeadBucket are injected with botocore event hooks (the rest of the request
+path, retries included, is real).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+from lethe.spec import S3Target
+from lethe.storage.base import ConflictError, Entry, Outcome, Storage, TargetUnavailable
+from lethe.storage.s3 import ABSENT_TOKEN, S3Storage, _key_before
+from tests.fixtures.s3 import S3Server
+
+SECRET = "sekrit-DO-NOT-LOG-123"
+
+
+def make(s3_server: S3Server, bucket: str, prefix: str = "p/", **kw: Any) -> S3Storage:
+    kw.setdefault("max_attempts", 3)
+    return S3Storage(S3Target(bucket=bucket, prefix=prefix, endpoint=s3_server.endpoint,
+                              region="us-east-1", forcePathStyle=True),
+                     access_key=s3_server.access_key, secret_key=SECRET, **kw)
+
+
+@pytest.fixture
+def store(s3_server: S3Server, s3_bucket: str) -> Iterator[S3Storage]:
+    s = make(s3_server, s3_bucket)
+    yield s
+    s.close()
+
+
+class Calls:
+    """Counts API operations a client sends (real requests, just observed)."""
+
+    def __init__(self, storage: S3Storage) -> None:
+        self.ops: list[str] = []
+        self.params: list[tuple[str, dict[str, Any]]] = []
+        storage.client.meta.events.register("before-parameter-build.s3", self._seen)
+
+    def _seen(self, model: Any, params: dict[str, Any], **kw: Any) -> None:
+        self.ops.append(model.name)
+        self.params.append((model.name, params))
+
+
+def put_many(store: S3Storage, keys: list[str], body: bytes = b"data") -> None:
+    def put(k: str) -> None:
+        store.client.put_object(Bucket=store.bucket, Key=k, Body=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys))
+
+
+# --- configuration -----------------------------------------------------------
+
+
+def test_client_configuration(store: S3Storage, s3_server: S3Server) -> None:
+    assert isinstance(store, Storage)
+    cfg = store.client.meta.config
+    assert getattr(cfg, "s3", {})["addressing_style"] == "path"
+    assert getattr(cfg, "retries", {})["mode"] == "standard"
+    assert store.client.meta.endpoint_url == s3_server.endpoint
+    urls: list[str] = []
+    store.client.meta.events.register("before-send.s3", lambda request, **kw: urls.append(
+        request.url))
+    store.check_ready()
+    assert urls[0].startswith(f"{s3_server.endpoint}/{store.bucket}")  # path style
+    assert SECRET not in repr(store)
+
+
+def test_slowdown_is_retried_with_backoff(store: S3Storage) -> None:
+    """Injected: moto cannot be made to throttle. The first two sends of a
+    ListObjectsV2 get a real 503 SlowDown HTTP response object; botocore's
+    standard retry handler must back off and retry until the real server answers."""
+    put_many(store, ["p/a"])
+    sent: list[float] = []
+
+    def throttle(request: Any, **kw: Any) -> AWSResponse | None:
+        if "list-type=2" not in request.url:
+            return None
+        sent.append(time.monotonic())
+        if len(sent) <= 2:
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                    b"<Message>Please reduce your request rate.</Message></Error>")
+            headers = HTTPHeaders()
+            headers["Content-Type"] = "application/xml"
+            return AWSResponse(request.url, 503, headers, _Raw(body))
+        return None
+
+    store.client.meta.events.register_first("before-send.s3", throttle)  # type: ignore[arg-type]
+    assert [e.key for e in store.list()] == ["a"]
+    assert len(sent) == 3  # two throttled attempts, then success
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **kw: Any) -> Iterator[bytes]:
+        yield self._body
+
+    def read(self, *a: Any) -> bytes:
+        return self._body
+
+
+# --- readiness and clock ------------------------------------------------------
+
+
+def test_missing_bucket_is_unreachable(s3_server: S3Server) -> None:
+    s = make(s3_server, "no-such-bucket-lethe")
+    with pytest.raises(TargetUnavailable) as info:
+        s.check_ready()
+    assert info.value.reason == "TargetUnreachable" and "does not exist" in str(info.value)
+
+
+def test_connection_refused_is_unreachable_without_secrets(caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    s = S3Storage(S3Target(bucket="b", endpoint=f"http://127.0.0.1:{port}",
+                           forcePathStyle=True),
+                  access_key="AKIDLETHE", secret_key=SECRET, max_attempts=1)
+    caplog.set_level(logging.DEBUG, logger="lethe")
+    with pytest.raises(TargetUnavailable) as info:
+        s.check_ready()
+    assert info.value.reason == "TargetUnreachable"
+    assert SECRET not in str(info.value) and SECRET not in caplog.text
+
+
+def test_access_denied(store: S3Storage) -> None:
+    """Injected: moto's server does not enforce credentials, so a 403 AccessDenied
+    answer to HeadBucket is returned by a before-send hook."""
+    def deny(request: Any, **kw: Any) -> AWSResponse:
+        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        return AWSResponse(request.url, 403, HTTPHeaders(), _Raw(body))
+
+    store.client.meta.events.register_first("before-send.s3.HeadBucket", deny)  # type: ignore[arg-type]
+    with pytest.raises(TargetUnavailable) as info:
+        store.check_ready()
+    assert info.value.reason == "AccessDenied" and SECRET not in str(info.value)
+
+
+def test_now_reads_the_date_header(store: S3Storage) -> None:
+    assert abs(store.now() - time.time()) < 3
+
+
+# --- listing -----------------------------------------------------------------
+
+
+def test_list_paginates_strips_prefix_and_skips_internal(store: S3Storage) -> None:
+    keys = [f"p/d{i % 3}/f{i:04d}" for i in range(1100)]
+    put_many(store, [*keys, "p/.lethe/ledger/x", "other/q", "p/a//b", "p/../up", "p/", "p/d0/"])
+    calls = Calls(store)
+    entries = list(store.list())
+    assert [e.key for e in entries] == sorted(k[2:] for k in keys)
+    assert calls.ops.count("ListObjectsV2") == 2  # 1,000 per page
+    assert store.skipped_keys == 2  # 'a//b' and '../up'; 'p/' itself is not a key
+    e = entries[0]
+    assert e.size == 4 and e.version_id is None
+    etag, ns = e.fingerprint.rsplit(":", 1)
+    assert etag.startswith('"') and int(ns) == round(e.mtime * 1e9, -6)
+
+
+def test_key_before_sorts_just_below() -> None:
+    for key, sibling in [("a", "`zzz"), ("p/x.log", "p/x.lof-zz"), ("日本", "日末~"),
+                         ("a\ue000", "a\ud7fe")]:
+        b = _key_before(key).encode()
+        assert sibling.encode() < b < key.encode()
+    assert _key_before("z\x00") == "z"
+
+
+# --- deleting ----------------------------------------------------------------
+
+
+def test_delete_batch_relists_once_and_deletes_once(store: S3Storage) -> None:
+    keys = [f"p/k{i:03d}" for i in range(60)]
+    put_many(store, ["p/a-before", "p/zz-after", *keys])
+    entries = [e for e in store.list() if e.key.startswith("k")]
+    store.client.put_object(Bucket=store.bucket, Key="p/k005", Body=b"changed!")
+    store.client.delete_object(Bucket=store.bucket, Key="p/k007")
+    calls = Calls(store)
+    results = store.delete_batch(entries)
+    assert calls.ops == ["ListObjectsV2", "DeleteObjects"]
+    by = {r.key: r.outcome for r in results}
+    assert [r.key for r in results] == [e.key for e in entries]
+    assert by.pop("k005") is Outcome.CHANGED_SKIPPED
+    assert by.pop("k007") is Outcome.ALREADY_GONE
+    assert set(by.values()) == {Outcome.DELETED}
+    left = [e.key for e in store.list()]
+    assert left == ["a-before", "k005", "zz-after"]
+    # per-object ETag conditions are sent on unversioned buckets
+    [(_, params)] = [p for p in calls.params if p[0] == "DeleteObjects"]
+    assert all("ETag" in o for o in params["Delete"]["Objects"])
+    assert params["Delete"]["Quiet"] is False
+    assert "BypassGovernanceRetention" not in params
+    # repeat is idempotent
+    again = store.delete_batch(entries)
+    assert {r.key: r.outcome for r in again}["k000"] is Outcome.ALREADY_GONE
+
+
+def test_delete_batch_handles_more_than_one_chunk_and_bad_keys(store: S3Storage) -> None:
+    put_many(store, [f"p/x{i:04d}" for i in range(1005)])
+    entries = list(store.list())
+    bad = [Entry("../evil", 1, 0, "f"), Entry(".lethe/ledger/x", 1, 0, "f")]
+    results = store.delete_batch(bad + entries)
+    assert [r.outcome for r in results[:2]] == [Outcome.ERROR, Outcome.ERROR]
+    assert {r.outcome for r in results[2:]} == {Outcome.DELETED}
+    assert list(store.list()) == []
+
+
+def test_per_key_access_denied_is_an_error(store: S3Storage) -> None:
+    """Real: moto evaluates a bucket policy per key inside DeleteObjects."""
+    import json
+
+    put_many(store, ["p/ok", "p/denied"])
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+        "Resource": f"arn:aws:s3:::{store.bucket}/p/denied"}]}
+    store.client.put_bucket_policy(Bucket=store.bucket, Policy=json.dumps(policy))
+    results = {r.key: r for r in store.delete_batch(list(store.list()))}
+    assert results["ok"].outcome is Outcome.DELETED
+    assert results["denied"].outcome is Outcome.ERROR
+    assert "AccessDenied" in results["denied"].detail
+
+
+@pytest.fixture
+def versioned(store: S3Storage) -> S3Storage:
+    store.client.put_bucket_versioning(Bucket=store.bucket,
+                                       VersioningConfiguration={"Status": "Enabled"})
+    return store
+
+
+def test_versioned_deletes_by_version_id(versioned: S3Storage) -> None:
+    store = versioned
+    put_many(store, ["p/a", "p/b", "p/c"])
+    entries = list(store.list())
+    assert all(e.version_id for e in entries)
+    store.client.put_object(Bucket=store.bucket, Key="p/b", Body=b"new")  # changed before
+    racer_done: list[str] = []
+
+    def overwrite_c_during_delete(**kw: Any) -> None:  # changed after the re-list
+        if not racer_done:
+            racer_done.append("x")
+            store.client.put_object(Bucket=store.bucket, Key="p/c", Body=b"new c")
+
+    store.client.meta.events.register("before-call.s3.DeleteObjects",
+                                      overwrite_c_during_delete)
+    calls = Calls(store)
+    results = {r.key: r for r in store.delete_batch(entries)}
+    assert results["a"].outcome is Outcome.DELETED
+    assert results["b"].outcome is Outcome.CHANGED_SKIPPED
+    [(_, params)] = [p for p in calls.params if p[0] == "DeleteObjects"]
+    assert all("VersionId" in o for o in params["Delete"]["Objects"])
+    # the overwrite that raced the delete survives: only the listed version went
+    assert store.client.get_object(Bucket=store.bucket, Key="p/c")["Body"].read() == b"new c"
+    assert store.client.get_object(Bucket=store.bucket, Key="p/b")["Body"].read() == b"new"
+    vers = store.client.list_object_versions(Bucket=store.bucket, Prefix="p/")
+    assert not vers.get("DeleteMarkers")  # versions removed, no markers added
+    assert [v["Key"] for v in vers["Versions"]].count("p/a") == 0
+
+
+def test_noncurrent_versions_older_than(versioned: S3Storage) -> None:
+    store = versioned
+    for body in (b"v1", b"v2", b"v3"):
+        put_many(store, ["p/k"], body)
+        time.sleep(1.1)  # LastModified has 1 s resolution on the wire
+    put_many(store, ["p/other"])
+    store.client.delete_object(Bucket=store.bucket, Key="p/other")  # delete marker
+    assert list(store.list_noncurrent_versions(older_than=time.time() - 3600)) == []
+    old = list(store.list_noncurrent_versions(older_than=time.time() + 60))
+    assert sorted(e.key for e in old) == ["k", "k", "other"]
+    ks = [e for e in old if e.key == "k"]
+    assert ks[0].mtime > ks[1].mtime  # each became noncurrent when the next was written
+    results = store.delete_versions(old)
+    assert {r.outcome for r in results} == {Outcome.DELETED}
+    assert store.client.get_object(Bucket=store.bucket, Key="p/k")["Body"].read() == b"v3"
+    assert list(store.list_noncurrent_versions(older_than=time.time() + 60)) == []
+
+
+def test_locked_objects_are_reported_never_forced(s3_server: S3Server) -> None:
+    client = s3_server.client()
+    bucket = f"lethe-lock-{int(time.time() * 1000)}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    store = make(s3_server, bucket)
+    store.client.put_object(Bucket=bucket, Key="p/held", Body=b"x",
+                            ObjectLockLegalHoldStatus="ON")
+    store.client.put_object(Bucket=bucket, Key="p/governed", Body=b"x",
+                            ObjectLockMode="GOVERNANCE",
+                            ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(hours=1))
+    store.client.put_object(Bucket=bucket, Key="p/free", Body=b"x")
+    calls = Calls(store)
+    results = {r.key: r for r in store.delete_batch(list(store.list()))}
+    assert results["held"].outcome is Outcome.LOCKED
+    assert results["governed"].outcome is Outcome.LOCKED
+    assert results["free"].outcome is Outcome.DELETED
+    assert all("BypassGovernanceRetention" not in p for _, p in calls.params)
+    assert sorted(e.key for e in store.list()) == ["governed", "held"]
+
+
+def test_abort_incomplete_uploads(store: S3Storage) -> None:
+    """moto reports every upload as initiated at 2010-11-10T20:48:33Z, so the
+    "too young" case uses a cutoff before that date."""
+    for k in ("p/big1", "p/big2", "elsewhere/big"):
+        store.client.create_multipart_upload(Bucket=store.bucket, Key=k)
+    initiated = store.client.list_multipart_uploads(Bucket=store.bucket)["Uploads"][0]
+    cutoff = initiated["Initiated"].timestamp()
+    assert store.abort_incomplete_uploads(older_than=cutoff) == 0
+    assert store.abort_incomplete_uploads(older_than=time.time() + 60) == 2
+    left = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["elsewhere/big"]
+
+
+# --- small objects -----------------------------------------------------------
+
+
+def test_read_replace_conditional(store: S3Storage) -> None:
+    assert store.read_object("manifest.json") is None
+    t1 = store.replace_object("manifest.json", b"[1]", if_match=ABSENT_TOKEN)
+    with pytest.raises(ConflictError):
+        store.replace_object("manifest.json", b"[2]", if_match=ABSENT_TOKEN)
+    assert store.read_object("manifest.json") == (b"[1]", t1)
+    t2 = store.replace_object("manifest.json", b"[1,2]", if_match=t1)
+    with pytest.raises(ConflictError):
+        store.replace_object("manifest.json", b"[3]", if_match=t1)
+    assert store.read_object("manifest.json") == (b"[1,2]", t2)
+    with pytest.raises(ConflictError):
+        store.replace_object("absent.json", b"x", if_match=t2)
+    store.replace_object(".lethe/ledger/r1/b1.jsonl", b"{}\n")
+    store.replace_object(".lethe/ledger/r1/b2.jsonl", b"{}\n")
+    assert list(store.list_internal(".lethe/ledger/")) == [
+        ".lethe/ledger/r1/b1.jsonl", ".lethe/ledger/r1/b2.jsonl"]
+    assert [e.key for e in store.list()] == ["manifest.json"]
+    store.delete_object(".lethe/ledger/r1/b1.jsonl")
+    store.delete_object(".lethe/ledger/r1/b1.jsonl")
+    assert list(store.list_internal(".lethe/")) == [".lethe/ledger/r1/b2.jsonl"]
