@@ -12,7 +12,6 @@ import pytest
 
 from lethe.raft.local import local_journal
 from lethe.raft.node import RaftJournal
-from tests.fixtures.s3 import s3_bucket, s3_server  # noqa: F401
 
 DAY = 86400
 

@@ -80,3 +80,41 @@ def test_apply_on_s3(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
                   if not o["Key"].startswith("tmp/.lethe/"))
     assert left == [f"tmp/new-{i}" for i in range(5)]
     assert s3_server.secret_key not in out.stdout + out.stderr
+
+
+def test_plan_diff_shows_what_a_change_would_do(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    for i in range(10):
+        make_file(root, f"b-{i:02d}.tar", age_days=i * 10 + 1)  # 1, 11, …, 91 days
+    old = write(tmp_path, posix_policy(root, "old", rules={"maxAge": "60d"}))
+    new_doc = posix_policy(root, "new", rules={"maxAge": "30d", "keepLast": 5})
+    new = write(tmp_path, new_doc)
+    out = lethe("plan", "--diff", old, new, "--output", "json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    # maxAge 60d deletes b-06..b-09; maxAge 30d + keepLast 5 deletes b-05..b-09.
+    assert d["became_eligible"]["entries"] == 1
+    assert [c["key"] for c in d["became_eligible"]["sample"]] == ["b-05.tar"]
+    assert d["became_protected"]["entries"] == 0
+    text = lethe("plan", "--diff", old, new)
+    assert text.returncode == 0 and "newly eligible" in text.stdout and "b-05.tar" in text.stdout
+    assert len(list(root.glob("*.tar"))) == 10  # a diff deletes nothing
+
+
+def test_plan_breakdown_per_rule_on_s3(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
+    client = s3_server.client()
+    for i in range(8):
+        client.put_object(Bucket=s3_bucket, Key=f"snap/{i}", Body=b"s" * 100)
+    doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+           "metadata": {"name": "s3plan", "namespace": "test"},
+           "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "snap/",
+                                      "endpoint": s3_server.endpoint, "region": "us-east-1",
+                                      "forcePathStyle": True}},
+                    "rules": {"keepLast": 3}}}
+    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    out = lethe("plan", "-f", write(tmp_path, doc), "--state-dir", str(tmp_path / "s"),
+                env=env)
+    assert out.returncode == 0, out.stderr
+    assert "keepLast" in out.stdout and "eligible 5" in out.stdout
+    assert client.list_objects_v2(Bucket=s3_bucket, Prefix="snap/")["KeyCount"] >= 8

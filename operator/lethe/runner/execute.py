@@ -322,6 +322,8 @@ class Runner:
         keys = [e.key for e in intent.entries]
         if self._manifest_key:
             manifest.remove_entries(storage=self.storage, path=self._manifest_key, keys=keys)
+        # An export unmounted mid-run must mean zero further deletes, not the mount point's.
+        self.storage.check_ready()
         # Fence (I3): lead the very term that recorded this batch, with a valid lease.
         if self.journal.current_term() != intent.term or not self.journal.lease_valid():
             raise LostLeadership(f"term moved past {intent.term}; not deleting batch "
