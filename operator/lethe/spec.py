@@ -313,9 +313,10 @@ def _rules(raw: Any, path: str) -> Rules:
                   keepLast=_int(r, "keepLast", path), maxTotalSize=_qty(r, "maxTotalSize", path),
                   calendar=cal, timeZone=_str(r, "timeZone", path) or "UTC", validity=validity)
     if r and not (rules.maxAge is not None or rules.maxTotalSize is not None
-                  or rules.keepLast is not None):
-        raise SpecError(path, "at least one deletion rule (keepLast, maxAge or maxTotalSize) "
-                              "is required; omit rules entirely to keep everything")
+                  or rules.keepLast is not None or any(r.get(k) for k in _CAL)):
+        raise SpecError(path, "at least one deletion rule (keepLast, maxAge, maxTotalSize or "
+                              "a calendar rule such as keepDaily) is required; omit rules "
+                              "entirely to keep everything")
     return rules
 
 

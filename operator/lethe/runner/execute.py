@@ -55,6 +55,8 @@ log = logging.getLogger("lethe.runner")
 
 #: Intents recorded ahead of the batch being deleted (pipelining the journal).
 PIPELINE_DEPTH = 3
+#: How long a leader waits for its lease to come back before giving up the run.
+LEASE_WAIT = 3.0
 
 
 class LostLeadership(JournalError):
@@ -198,9 +200,17 @@ class Runner:
 
     # -- steps --------------------------------------------------------------------
 
-    def _require_lease(self) -> None:
-        if not self.journal.lease_valid():
-            raise LostLeadership("not the leader with a valid lease; not acting")
+    def _require_lease(self, *, term: int | None = None, wait: float = LEASE_WAIT) -> None:
+        """Wait briefly for a valid lease (it lapses for a tick under load); give up
+        at once if the term moved: then another node leads and will resume the run."""
+        deadline = time.monotonic() + wait
+        while not self.journal.lease_valid():
+            if (term is not None and self.journal.current_term() != term) \
+                    or time.monotonic() > deadline:
+                raise LostLeadership("not the leader with a valid lease; not acting")
+            time.sleep(0.02)
+        if term is not None and self.journal.current_term() != term:
+            raise LostLeadership(f"term moved past {term}; not acting")
 
     def _storage_clock(self, report: RunReport) -> float | None:
         try:
@@ -271,7 +281,7 @@ class Runner:
                     self._drain(pending, completions, report, term)
                     self._commit_finish(report, "Aborted", "cancelled between batches")
                     return
-                self._require_lease()
+                self._require_lease(term=term)
                 cursor += len(chunk)
                 cmd = RecordIntent(policy=self.key, run_id=report.run_id, seq=seq, term=term,
                                    cursor=cursor, entries=tuple(
@@ -325,9 +335,7 @@ class Runner:
         # An export unmounted mid-run must mean zero further deletes, not the mount point's.
         self.storage.check_ready()
         # Fence (I3): lead the very term that recorded this batch, with a valid lease.
-        if self.journal.current_term() != intent.term or not self.journal.lease_valid():
-            raise LostLeadership(f"term moved past {intent.term}; not deleting batch "
-                                 f"{intent.seq} of run {run_id}")
+        self._require_lease(term=intent.term)
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]

@@ -1,0 +1,132 @@
+"""Who my peers are: StatefulSet DNS names, or an explicit list.
+
+In Kubernetes every replica is ``<statefulset>-<ordinal>`` behind a headless
+Service, so peer ``i`` is ``<sts>-<i>.<svc>[.<ns>.svc]:<port>``. A replica binds
+on all interfaces but *advertises* its DNS name: the name is its identity in
+the Raft membership and survives a reschedule, while the IP does not (hence
+the short DNS cache in :mod:`lethe.raft.config`). The headless Service should
+set ``publishNotReadyAddresses: true`` so peers resolve before they are Ready.
+
+The configured size is only the bootstrap seed. Once a cluster exists its
+membership lives in the Raft log: a replica whose name is not in the seed
+(``kubectl scale`` does not change the pod template, so new pods still see the
+old size) joins through the leader, and a replica that is scaled away leaves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pysyncobj.node import TCPNode
+
+__all__ = [
+    "DialNode",
+    "Discovery",
+    "discover_from_env",
+    "set_dial_overrides",
+    "statefulset_peers",
+]
+
+_ORDINAL = re.compile(r"^(?P<sts>.+)-(?P<ordinal>\d+)$")
+
+#: address -> "host:port" actually dialled. Empty in production; tests use it to
+#: route each link through a TCP proxy they can cut, without changing identities.
+_DIAL_OVERRIDES: dict[str, str] = {}
+
+
+def set_dial_overrides(overrides: Mapping[str, str]) -> None:
+    """Dial ``address`` at ``overrides[address]`` (process-wide; tests only)."""
+    _DIAL_OVERRIDES.clear()
+    _DIAL_OVERRIDES.update(overrides)
+
+
+class DialNode(TCPNode):  # type: ignore[misc]  # pysyncobj is untyped
+    """A pysyncobj TCP node whose identity is its advertised address.
+
+    Identical to ``TCPNode`` unless a dial override exists for the address:
+    then connections go to the override (a test proxy) while the node keeps
+    its identity, so membership, votes and logs are unaffected.
+    """
+
+    def _dial(self) -> tuple[str, int] | None:
+        target = _DIAL_OVERRIDES.get(self.address)
+        if target is None:
+            return None
+        host, port = target.rsplit(":", 1)
+        return host, int(port)
+
+    @property
+    def ip(self) -> Any:
+        dial = self._dial()
+        if dial is None:
+            return super().ip
+        from pysyncobj.dns_resolver import globalDnsResolver
+        return globalDnsResolver().resolve(dial[0])
+
+    @property
+    def port(self) -> int:
+        dial = self._dial()
+        return int(super().port) if dial is None else dial[1]
+
+
+def statefulset_peers(*, statefulset: str, service: str, namespace: str | None, port: int,
+                      replicas: int) -> list[str]:
+    """Advertised addresses of ordinals ``0..replicas-1``."""
+    suffix = f".{namespace}.svc" if namespace else ""
+    return [f"{statefulset}-{i}.{service}{suffix}:{port}" for i in range(replicas)]
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    #: My advertised address (identity).
+    self_address: str
+    #: The bootstrap seed: every member address I should know at start, me included
+    #: when I am part of it.
+    seed: tuple[str, ...]
+    #: Where the Raft server binds (``0.0.0.0:<port>`` in a pod).
+    bind_address: str | None = None
+    dial: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def peers(self) -> list[str]:
+        return [a for a in self.seed if a != self.self_address]
+
+    @property
+    def in_seed(self) -> bool:
+        """False for a replica added by scale-up: it must join through the leader."""
+        return self.self_address in self.seed
+
+
+def discover_from_env(environ: Mapping[str, str] | None = None) -> Discovery:
+    """Read the StatefulSet layout (or explicit addresses) from the environment.
+
+    Explicit: ``LETHE_RAFT_SELF`` and ``LETHE_RAFT_PEERS`` (comma-separated).
+    StatefulSet: ``HOSTNAME`` (``<sts>-<ordinal>``), ``LETHE_RAFT_SERVICE``
+    (headless Service), ``POD_NAMESPACE`` or ``LETHE_RAFT_NAMESPACE``,
+    ``LETHE_RAFT_PORT`` (default 7000), ``LETHE_RAFT_REPLICAS`` (default 1).
+    """
+    env = os.environ if environ is None else environ
+    port = int(env.get("LETHE_RAFT_PORT", "7000"))
+    explicit_self = env.get("LETHE_RAFT_SELF")
+    if explicit_self:
+        peers = [p.strip() for p in env.get("LETHE_RAFT_PEERS", "").split(",") if p.strip()]
+        seed = tuple(dict.fromkeys([explicit_self, *peers]))
+        return Discovery(self_address=explicit_self, seed=seed,
+                         bind_address=env.get("LETHE_RAFT_BIND") or None)
+    hostname = env.get("HOSTNAME", "")
+    m = _ORDINAL.match(hostname)
+    if m is None:
+        raise ValueError(f"HOSTNAME {hostname!r} is not <statefulset>-<ordinal>; "
+                         "set LETHE_RAFT_SELF/LETHE_RAFT_PEERS instead")
+    service = env.get("LETHE_RAFT_SERVICE") or m["sts"]
+    namespace = env.get("LETHE_RAFT_NAMESPACE") or env.get("POD_NAMESPACE") or None
+    replicas = int(env.get("LETHE_RAFT_REPLICAS", "1"))
+    seed = tuple(statefulset_peers(statefulset=m["sts"], service=service,
+                                   namespace=namespace, port=port, replicas=replicas))
+    suffix = f".{namespace}.svc" if namespace else ""
+    me = f"{hostname}.{service}{suffix}:{port}"
+    return Discovery(self_address=me, seed=seed, bind_address=f"0.0.0.0:{port}")

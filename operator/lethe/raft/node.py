@@ -1,0 +1,486 @@
+"""``RaftJournal``: the narrow interface over pysyncobj that the rest of Lethe uses.
+
+It implements :class:`lethe.journal.Journal` (am I leader, term, lease,
+commit, read) plus membership (join, leave, add, remove) and status.
+
+Leadership is *fenced*, not merely gated:
+
+1. After winning an election in term T, the node commits ``Fence(term=T)``.
+   Once applied, every replica's state machine rejects commands of terms
+   older than T — a deposed leader's late entries are void everywhere.
+2. :meth:`RaftJournal.lease_valid` is True only while (a) pysyncobj says we
+   lead, (b) the Fence of the *current* term has been applied, and (c) a
+   quorum acknowledged a heartbeat we sent less than ``lease_window`` ago
+   (``LeaseTransport`` tracks send times; followers refuse to vote for a rival
+   for ``raftMinTimeout`` after hearing from us, and ``lease_window`` is 80 % of
+   that). The check uses the current clock, so a process resumed after
+   SIGSTOP sees an expired lease before its tick thread has even run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import SyncObj
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.utility import TcpUtility, UtilityException
+
+from lethe.journal import (
+    Command,
+    Fence,
+    Journal,
+    JournalError,
+    JournalRejected,
+    JournalState,
+    NotLeader,
+)
+from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings, make_conf
+from lethe.raft.discovery import DialNode
+from lethe.raft.machine import JournalMachine, LeaseTransport, encode_command
+from lethe.raft.status import RaftMetrics, RaftStatus, build_status
+
+__all__ = ["RaftJournal"]
+
+log = logging.getLogger("lethe.raft")
+
+_FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if not k.startswith("_")}
+_LOST_LEADERSHIP = {FAIL_REASON.NOT_LEADER, FAIL_REASON.MISSING_LEADER,
+                    FAIL_REASON.LEADER_CHANGED, FAIL_REASON.DISCARDED}
+_MEMBERS_FILE = "members.json"
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """What the tick thread last observed; replaced atomically, read lock-free."""
+
+    leader: bool
+    term: int
+    #: Send time (time.monotonic()) of the newest heartbeat a quorum acknowledged.
+    quorum_at: float
+    lease_expiry: float  # quorum_at + lease window; -inf when not leading
+
+
+_NOT_LEADING = _Published(leader=False, term=0, quorum_at=float("-inf"),
+                          lease_expiry=float("-inf"))
+
+
+class RaftJournal:
+    """One Raft member holding the replicated journal. Thread-safe.
+
+    ``peers`` is the bootstrap seed (without ``self_address``). If ``data_dir``
+    holds a membership file from an earlier run, that wins over the seed: once
+    a cluster exists its membership lives in the log. With ``join=True`` (a
+    replica added by scale-up) the node asks the leader to add it.
+    """
+
+    def __init__(self, *, self_address: str, peers: Sequence[str], password: str | None,
+                 data_dir: Path | str | None, timings: RaftTimings = DEFAULT_TIMINGS,
+                 bind_address: str | None = None, join: bool = False,
+                 metrics: RaftMetrics | None = None) -> None:
+        self._self = self_address
+        self._timings = timings
+        self._password = password
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._metrics = metrics
+        self._published = _NOT_LEADING
+        self._pending: dict[int, Future[int]] = {}
+        self._pending_lock = threading.Lock()
+        self._pending_seq = 0
+        self._fence_inflight_term = -1
+        self._last_leader: str | None = None
+        self._was_leader_term = -1
+        self._members_written: tuple[str, ...] = ()
+        self._closed = threading.Event()
+
+        initial = list(dict.fromkeys(p for p in peers if p != self_address))
+        remembered = self._load_members()
+        if remembered is not None:
+            initial = [m for m in remembered if m != self_address]
+        self._machine = JournalMachine()
+        self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
+                               bind_address=bind_address)
+        self._sync = SyncObj(DialNode(self_address), [DialNode(p) for p in initial],
+                             conf=self._conf, consumers=[self._machine], nodeClass=DialNode,
+                             transportClass=LeaseTransport)
+        self._sync.addOnTickCallback(self._on_tick)
+        self._joiner: threading.Thread | None = None
+        if join and remembered is None:
+            self._joiner = threading.Thread(target=self._join_loop, name="raft-join",
+                                            daemon=True)
+            self._joiner.start()
+
+    # -- Journal protocol -------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """pysyncobj's view; WARNING: two nodes may both believe it. Use lease_valid()."""
+        return bool(self._sync._isLeader())
+
+    def current_term(self) -> int:
+        return int(self._sync.raftCurrentTerm)
+
+    def lease_valid(self) -> bool:
+        """Leader of the current term, fenced, and heard from a quorum within the lease (I3)."""
+        return self.lease_remaining() > 0.0
+
+    def lease_remaining(self) -> float:
+        """Seconds of lease left (0 when not valid); uses the caller's clock, not the tick's."""
+        pub = self._fenced_leadership()
+        return 0.0 if pub is None else max(0.0, pub.lease_expiry - time.monotonic())
+
+    def wait_lease(self, *, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a valid lease. Under load a follower's
+        acknowledgement can lag past the (short) lease window for a moment;
+        side effects should pause and resume rather than abort the run."""
+        return self._wait_for(self.lease_valid, timeout)
+
+    def _fenced_leadership(self) -> _Published | None:
+        """The published view if we lead the current term and its Fence is applied."""
+        pub = self._published
+        if not pub.leader or not self.is_leader():
+            return None
+        term = self.current_term()
+        if pub.term != term or self._machine.fenced() != term:
+            return None
+        return pub
+
+    def _may_commit(self) -> bool:
+        """Admission for commits: fenced leader that heard from a quorum within
+        ``leader_fallback_timeout``. Looser than the lease on purpose: a commit
+        that succeeds is itself proof of leadership (pysyncobj resolves it only
+        if the entry applied at that index carries our term), while a deposed
+        leader's entry is void through the Fence. This only fails fast on a
+        node that is obviously cut off — e.g. resumed after SIGSTOP."""
+        pub = self._fenced_leadership()
+        return pub is not None and (time.monotonic() - pub.quorum_at
+                                    < self._timings.leader_fallback_timeout)
+
+    def commit(self, cmd: Command, *, timeout: float = 10.0) -> int:
+        """Commit, wait until applied here, return the Raft index (see Journal)."""
+        future = self.commit_async(cmd)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise JournalError(f"{type(cmd).__name__} not applied within {timeout:.1f}s "
+                               "(outcome unknown: re-read the journal)") from None
+
+    def commit_async(self, cmd: Command) -> Future[int]:
+        """Submit without waiting; many may be in flight (they pipeline in one append).
+
+        The future resolves with the index when the entry is applied here, or
+        fails with NotLeader (not the fenced leader in contact with a quorum at
+        submission; see ``_may_commit``), JournalRejected (CAS
+        failed; nothing changed) or JournalError (leadership lost meanwhile;
+        outcome unknown).
+        """
+        future: Future[int] = Future()
+        if not self._may_commit():
+            future.set_exception(NotLeader(
+                f"not the fenced leader in contact with a quorum (term {self.current_term()})"))
+            return future
+        self._submit(cmd, future)
+        return future
+
+    def submit_unfenced(self, cmd: Command) -> Future[int]:
+        """Submit without the lease check. Tests use it to prove the state machine
+        rejects a deposed leader's stale entry; production code must not."""
+        future: Future[int] = Future()
+        self._submit(cmd, future)
+        return future
+
+    def read(self) -> JournalState:
+        state, _ = self._machine.snapshot()
+        return state
+
+    # -- membership -------------------------------------------------------------------
+
+    @property
+    def self_address(self) -> str:
+        return self._self
+
+    def leader(self) -> str | None:
+        node = self._sync._getLeader()
+        return None if node is None else str(node.id)
+
+    def members(self) -> list[str]:
+        """This node's view of the membership (itself included), sorted."""
+        return sorted({self._self, *self._other_ids()})
+
+    def add_member(self, address: str, *, timeout: float = 10.0) -> None:
+        """Leader only: add ``address`` (one change at a time, as Raft requires)."""
+        self._membership_change(lambda cb: self._sync.addNodeToCluster(DialNode(address),
+                                                                       callback=cb),
+                                what=f"add {address}", timeout=timeout)
+
+    def remove_member(self, address: str, *, timeout: float = 10.0) -> None:
+        """Leader only: remove ``address``. The leader cannot remove itself: leave() instead."""
+        self._membership_change(lambda cb: self._sync.removeNodeFromCluster(DialNode(address),
+                                                                            callback=cb),
+                                what=f"remove {address}", timeout=timeout)
+
+    def join(self, *, timeout: float = 30.0) -> None:
+        """Ask the cluster (any member forwards to the leader) to add me; wait for a leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._closed.is_set():
+            if self.leader() is not None:
+                return
+            for peer in self._seed_peers():
+                reply = self._utility(peer, ["add", self._self], timeout=2.0)
+                if reply is not None and reply.startswith("SUCCESS"):
+                    log.info("raft: %s joined through %s", self._self, peer)
+                    break
+            if self._wait_for(lambda: self.leader() is not None, 2.0):
+                return
+        if self.leader() is None:
+            raise JournalError(f"could not join the cluster within {timeout:.0f}s")
+
+    def leave(self, *, timeout: float = 15.0) -> None:
+        """Graceful scale-down: hand over leadership if needed, then get removed.
+
+        pysyncobj refuses to let a leader remove itself, so a leader first
+        transfers leadership, then asks the new leader (through any member) to
+        remove it. Returns once a peer no longer lists us, or raises.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._sync.otherNodes:
+                return  # a one-node cluster has nobody to hand over to
+            if self.is_leader():
+                self._sync.transferLeadership(callback=None)
+                self._wait_for(lambda: not self.is_leader(), 2.0)
+                continue
+            for peer in self._seed_peers():
+                reply = self._utility(peer, ["remove", self._self], timeout=2.0)
+                if reply is not None and reply.startswith("SUCCESS"):
+                    log.info("raft: %s left the cluster through %s", self._self, peer)
+                    return
+            time.sleep(0.2)
+        raise JournalError(f"could not leave the cluster within {timeout:.0f}s")
+
+    # -- status and lifecycle ---------------------------------------------------------
+
+    def status(self) -> RaftStatus:
+        """The `/raft` document (see :func:`lethe.raft.status.build_status`)."""
+        raw: dict[str, Any] = {}
+        for _ in range(5):  # getStatus() iterates dicts the tick thread mutates
+            try:
+                raw = dict(self._sync.getStatus())
+                break
+            except RuntimeError:
+                time.sleep(0.001)
+        transport = self._transport()
+        return build_status(raw=raw, self_address=self._self,
+                            lease_remaining=self.lease_remaining(),
+                            fenced_term=self._machine.fenced(),
+                            acked=transport.acked_send_times() if transport else {},
+                            rejected_messages=transport.rejected_messages if transport else 0)
+
+    def wait_leader(self, *, timeout: float) -> str | None:
+        """Block until some leader is known (or ``timeout``); return its address."""
+        self._wait_for(lambda: self.leader() is not None, timeout)
+        return self.leader()
+
+    def close(self) -> None:
+        """Stop ticking, close sockets and files; fail whatever is still pending."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            self._sync.destroy_synchronous()
+        self._fail_pending(JournalError("raft node closed"))
+
+    # -- internals (tick thread unless noted) -----------------------------------------
+
+    def _submit(self, cmd: Command, future: Future[int]) -> None:
+        with self._pending_lock:
+            self._pending_seq += 1
+            key = self._pending_seq
+            self._pending[key] = future
+
+        def done(result: Any, error: int) -> None:
+            with self._pending_lock:
+                self._pending.pop(key, None)
+            if future.done():
+                return
+            with contextlib.suppress(Exception):  # a racing close() may have failed it
+                if error == FAIL_REASON.SUCCESS:
+                    index, reason = result
+                    if reason is None:
+                        future.set_result(int(index))
+                    else:
+                        future.set_exception(JournalRejected(reason))
+                elif error in _LOST_LEADERSHIP:
+                    future.set_exception(NotLeader(
+                        f"{type(cmd).__name__} not committed: {_FAIL_NAMES.get(error, error)}"))
+                else:
+                    future.set_exception(JournalError(
+                        f"{type(cmd).__name__} failed: {_FAIL_NAMES.get(error, error)}"))
+
+        self._machine.apply_command(encode_command(cmd), callback=done)
+
+    def _fail_pending(self, exc: JournalError) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                with contextlib.suppress(Exception):
+                    fut.set_exception(exc)
+
+    def _transport(self) -> LeaseTransport | None:
+        t = getattr(self._sync, "_SyncObj__transport", None)
+        return t if isinstance(t, LeaseTransport) else None
+
+    def _on_tick(self) -> None:
+        """Publish the lease, fence a new term, persist membership, update metrics."""
+        now = time.monotonic()
+        leader = bool(self._sync._isLeader())
+        term = int(self._sync.raftCurrentTerm)
+        transport = self._transport()
+        others = list(self._sync.otherNodes)
+        if leader and self._was_leader_term != term:
+            self._was_leader_term = term
+            if transport is not None:
+                transport.reset_acks()
+            log.info("raft: %s became leader of term %d", self._self, term)
+        if not leader and self._was_leader_term != -1:
+            self._was_leader_term = -1
+            log.info("raft: %s is no longer leader (term %d)", self._self, term)
+            self._fail_pending(JournalError(
+                "leadership lost before the entry was applied (outcome unknown: "
+                "re-read the journal)"))
+        expiry = quorum_at = float("-inf")
+        if leader:
+            acked = transport.acked_send_times() if transport is not None else {}
+            need = (len(others) + 1) // 2  # acknowledgements needed besides my own
+            if need == 0:
+                quorum_at = now
+            else:
+                times = sorted((acked.get(n, float("-inf")) for n in others), reverse=True)
+                quorum_at = times[need - 1]
+            expiry = quorum_at + self._timings.lease_window
+            if self._machine.fenced() < term and self._fence_inflight_term != term:
+                self._fence_inflight_term = term
+
+                def fenced(result: Any, error: int, t: int = term) -> None:
+                    if error != FAIL_REASON.SUCCESS or result[1] is not None:
+                        log.warning("raft: fence of term %d failed: %s", t,
+                                    _FAIL_NAMES.get(error, result))
+                        self._fence_inflight_term = -1  # retry on a later tick
+
+                self._machine.apply_command(encode_command(Fence(term=term)), callback=fenced)
+        self._published = _Published(leader=leader, term=term, quorum_at=quorum_at,
+                                     lease_expiry=expiry)
+        current_leader = self.leader()
+        if current_leader != self._last_leader:
+            if self._metrics is not None and current_leader is not None:
+                self._metrics.leader_changes.inc()
+            self._last_leader = current_leader
+        self._persist_members(others)
+        if self._metrics is not None:
+            self._metrics.observe(
+                is_leader=leader, term=term, commit_index=int(self._sync.raftCommitIndex),
+                connected_peers=sum(1 for n in others if self._sync.isNodeConnected(n)),
+                lease_valid=expiry > now and self._machine.fenced() == term)
+
+    def _persist_members(self, others: list[Any]) -> None:
+        if self._data_dir is None:
+            return
+        members = tuple(sorted({self._self, *(str(n.id) for n in others)}))
+        if members == self._members_written:
+            return
+        path = self._data_dir / _MEMBERS_FILE
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(list(members)), encoding="utf-8")
+            os.replace(tmp, path)
+            self._members_written = members
+        except OSError as exc:
+            log.warning("raft: cannot persist membership to %s: %s", path, exc)
+
+    def _load_members(self) -> list[str] | None:
+        if self._data_dir is None:
+            return None
+        path = self._data_dir / _MEMBERS_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(data, list) and all(isinstance(x, str) for x in data):
+            # A node that was removed and has no peers left in its file falls back to the seed.
+            return data if len(data) > 1 else None
+        return None
+
+    def _seed_peers(self) -> list[str]:
+        leader = self.leader()
+        peers = self._other_ids()
+        if leader is not None and leader != self._self:
+            peers = [leader, *(p for p in peers if p != leader)]
+        return peers
+
+    def _other_ids(self) -> list[str]:
+        """Peer addresses, from a thread other than the tick thread (which may
+        be resizing the set while we copy it)."""
+        for _ in range(5):
+            try:
+                return [str(n.id) for n in self._sync.otherNodes]
+            except RuntimeError:
+                time.sleep(0.001)
+        return []
+
+    def _utility(self, peer: str, command: list[Any], *, timeout: float) -> str | None:
+        """Send an authenticated pysyncobj utility command (add/remove) to ``peer``."""
+        try:
+            reply = TcpUtility(self._password, timeout).executeCommand(DialNode(peer), command)
+        except (UtilityException, OSError) as exc:
+            log.debug("raft: %s to %s failed: %s", command[0], peer, exc)
+            return None
+        return None if reply is None else str(reply)
+
+    def _join_loop(self) -> None:
+        # Give an existing cluster one election period to contact us first.
+        time.sleep(self._timings.raft_max_timeout)
+        try:
+            self.join(timeout=3600.0)
+        except JournalError as exc:
+            log.error("raft: %s", exc)
+
+    def _membership_change(self, start: Callable[[Callable[[Any, int], None]], None], *,
+                           what: str, timeout: float) -> None:
+        if not self.is_leader():
+            raise NotLeader(f"{what}: only the leader changes membership")
+        done = threading.Event()
+        outcome: list[int] = []
+
+        def cb(_result: Any, error: int) -> None:
+            outcome.append(error)
+            done.set()
+
+        start(cb)
+        if not done.wait(timeout):
+            raise JournalError(f"{what}: not committed within {timeout:.1f}s")
+        if outcome[0] != FAIL_REASON.SUCCESS:
+            raise JournalError(f"{what}: {_FAIL_NAMES.get(outcome[0], outcome[0])}")
+
+    def _wait_for(self, cond: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            if self._closed.wait(0.02):
+                return False
+        return cond()
+
+
+def _conforms_to_journal(journal: RaftJournal) -> Journal:
+    """Static check only: mypy proves RaftJournal satisfies the Journal protocol."""
+    return journal

@@ -1,0 +1,173 @@
+"""Raft with real processes: election, kill, pause, partition, scale, restart, wipe.
+
+Every member is its own OS process on 127.0.0.x; faults are SIGKILL,
+SIGSTOP/SIGCONT and per-link TCP proxies the test cuts. Assertions on time
+are generous: this machine is shared and loaded; the benchmark measures speed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.raft.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def begin(run: str, policy: str = "default/test", **kw: Any) -> dict[str, Any]:
+    return {"kind": "BeginRun", "run_id": run, "policy": policy, **kw}
+
+
+def runs(c: Cluster, i: int) -> dict[str, Any]:
+    return dict(c.get(i, "/state")["runs"])
+
+
+def converged(c: Cluster, members: list[int], policy: str, run: str) -> bool:
+    return all(runs(c, i).get(policy, {}).get("run_id") == run for i in members)
+
+
+def test_one_node_cluster_commits_and_reports(cluster: Cluster, capsys: Any) -> None:
+    cluster.start(0, peers=[])
+    leader = cluster.wait_leader(timeout=20)
+    assert leader == 0
+    _, resp = cluster.commit(begin("solo"))
+    assert resp["index"] > 0
+    st = cluster.status(0)
+    assert st is not None and st["peers"] == [] and st["fenced_term"] == st["term"]
+    from lethe.raft.cli import raft_status_main
+    assert raft_status_main(["--url", f"http://{cluster.http[0]}"]) == 0
+    out = capsys.readouterr().out
+    assert "leader" in out and "one-node cluster" in out
+
+
+def test_election_sigkill_failover_and_restart_from_own_log(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    old = cluster.wait_leader()
+    _, r1 = cluster.commit(begin("r1"))
+    cluster.wait_for(lambda: converged(cluster, [0, 1, 2], "default/test", "r1"),
+                     what="BeginRun replicated")
+    cluster.kill(old)
+    rest = [i for i in range(3) if i != old]
+    new, r2 = cluster.commit({"kind": "RecordIntent", "run_id": "r1", "seq": 0, "keys": 10},
+                             among=rest)
+    assert new != old and r2["index"] > r1["index"]
+    # The killed member restarts from its own journal and catches up.
+    cluster.start(old, peers=[0, 1, 2])
+    cluster.wait_for(lambda: runs(cluster, old)["default/test"]["next_seq"] == 1,
+                     what="restarted member caught up")
+    st = cluster.status(old)
+    assert st is not None and st["state"] == "follower"
+
+
+def test_sigstop_leader_cannot_commit_or_act_in_old_term(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    old = cluster.wait_leader()
+    st = cluster.status(old)
+    assert st is not None
+    old_term = st["term"]
+    cluster.commit(begin("r1"))
+    cluster.signal(old, signal.SIGSTOP)
+    try:
+        rest = [i for i in range(3) if i != old]
+        new, _ = cluster.commit({"kind": "RecordIntent", "run_id": "r1", "seq": 0, "keys": 3},
+                                among=rest)
+        time.sleep(5)
+    finally:
+        cluster.signal(old, signal.SIGCONT)
+    # The first thing the resumed process answers: no lease.
+    st = cluster.status(old)
+    assert st is not None and st["lease_valid"] is False
+    code, resp = cluster.post(old, "/commit", begin("late", policy="stale/p"))
+    assert code != 200, resp
+    # A command stamped with the old term reaches the log through the new leader
+    # and is rejected by the state machine (the new leader's Fence voided it).
+    deadline = time.monotonic() + 20
+    while True:
+        code, resp = cluster.post(old, "/commit", {**begin("stale", policy="stale/p"),
+                                                   "term": old_term, "unfenced": True})
+        if resp.get("type") == "JournalRejected" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.get("type") == "JournalRejected" and "stale" in resp["error"], resp
+    for i in range(3):
+        cluster.wait_for(lambda i=i: runs(cluster, i)["default/test"]["next_seq"] == 1,
+                         what=f"member {i} has the new leader's entry")
+        assert "stale/p" not in runs(cluster, i)
+    st = cluster.status(old)
+    assert st is not None and st["term"] > old_term and st["leader"] == cluster.raft[new]
+
+
+def test_partitioned_leader_loses_lease_and_steps_down(proxied_cluster: Cluster) -> None:
+    c = proxied_cluster
+    c.start_all(3)
+    old = c.wait_leader()
+    c.commit(begin("r1"))
+    cut_at = time.monotonic()
+    for (a, b), proxy in c.proxies.items():
+        if old in (a, b):
+            proxy.cut()
+    lease_gone = stepped_down = None
+    while time.monotonic() - cut_at < 10 and stepped_down is None:
+        st = c.status(old)
+        assert st is not None
+        if lease_gone is None and not st["lease_valid"]:
+            lease_gone = time.monotonic() - cut_at
+        if st["state"] != "leader":
+            stepped_down = time.monotonic() - cut_at
+        time.sleep(0.05)
+    assert lease_gone is not None and lease_gone < 1.5, lease_gone
+    assert stepped_down is not None and stepped_down < 4.0, stepped_down
+    rest = [i for i in range(3) if i != old]
+    new, _ = c.commit({"kind": "RecordIntent", "run_id": "r1", "seq": 0, "keys": 3}, among=rest)
+    assert new != old
+    for proxy in c.proxies.values():
+        proxy.heal()
+    c.wait_for(lambda: runs(c, old)["default/test"]["next_seq"] == 1, timeout=30,
+               what="healed member caught up")
+
+
+def test_scale_3_to_5_to_3_keeps_the_journal(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    cluster.wait_leader()
+    cluster.commit(begin("r1", policy="a/p"))
+    for new in (3, 4):
+        cluster.start(new, peers=[0, 1, 2], join=True)
+        cluster.wait_for(lambda new=new: runs(cluster, new).get("a/p", {}).get("run_id") == "r1",
+                         timeout=40, what=f"member {new} joined and caught up")
+    leader = cluster.wait_leader()
+    st = cluster.status(leader)
+    assert st is not None and len(st["peers"]) == 4
+    cluster.wait_for(lambda: all(p["connected"] for p in cluster.status(leader)["peers"]),
+                     what="5 members connected")
+    cluster.commit(begin("r2", policy="b/p"))
+    cluster.wait_for(lambda: converged(cluster, [0, 1, 2, 3, 4], "b/p", "r2"),
+                     what="commit reached all 5")
+    for gone in (4, 3):  # StatefulSet scale-down removes the highest ordinal first
+        assert cluster.terminate(gone) == 0
+        assert "left the cluster" in cluster.log(gone)
+    leader = cluster.wait_leader()
+    cluster.wait_for(lambda: len(cluster.status(leader)["peers"]) == 2, what="back to 3 members")
+    cluster.commit(begin("r3", policy="c/p"))
+    for i in range(3):
+        cluster.wait_for(lambda i=i: {"a/p", "b/p", "c/p"} <= set(runs(cluster, i)),
+                         what=f"member {i} kept the journal")
+
+
+def test_wiped_volume_rejoins_from_the_leader(cluster: Cluster) -> None:
+    cluster.start_all(3)
+    leader = cluster.wait_leader()
+    cluster.commit(begin("r1"))
+    follower = next(i for i in range(3) if i != leader)
+    cluster.kill(follower)
+    cluster.commit({"kind": "RecordIntent", "run_id": "r1", "seq": 0, "keys": 50})
+    cluster.wipe(follower)
+    cluster.start(follower, peers=[0, 1, 2])
+    cluster.wait_for(lambda: runs(cluster, follower)["default/test"]["next_seq"] == 1,
+                     what="wiped member rebuilt from the leader")
+    cluster.commit({"kind": "CompleteBatch", "run_id": "r1", "seq": 0})
+    cluster.wait_for(lambda: runs(cluster, follower)["default/test"]["inflight"] == {},
+                     what="wiped member follows new entries")

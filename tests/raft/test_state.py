@@ -1,0 +1,101 @@
+"""Compare-and-set rules of the replicated JournalState, and the log codec."""
+
+from __future__ import annotations
+
+import pickle
+
+from lethe.journal import (
+    HISTORY_PER_POLICY,
+    MAX_INFLIGHT,
+    BeginRun,
+    CompleteBatch,
+    Fence,
+    FinishRun,
+    IntentEntry,
+    JournalState,
+    RecordIntent,
+)
+from lethe.raft.machine import decode_command, encode_command
+
+P = "ns/policy"
+
+
+def begin(state: JournalState, run: str = "r1", *, term: int = 1, index: int = 1,
+          **kw: object) -> str | None:
+    return state.apply(BeginRun(policy=P, run_id=run, term=term, started=0.0, now=0.0,
+                                **kw), index=index)  # type: ignore[arg-type]
+
+
+def intent(seq: int, *, run: str = "r1", term: int = 1) -> RecordIntent:
+    return RecordIntent(policy=P, run_id=run, seq=seq, term=term,
+                        entries=(IntentEntry(key=f"k{seq}", fingerprint="f", size=1, rule="r"),))
+
+
+def test_fence_rejects_older_terms_everywhere() -> None:
+    s = JournalState()
+    assert begin(s, term=1) is None
+    assert s.apply(Fence(term=2), index=2) is None
+    before = pickle.dumps(s)
+    reason = s.apply(intent(0, term=1), index=3)
+    assert reason is not None and "stale" in reason
+    assert s.apply(Fence(term=1), index=4) is not None
+    s.index = 2  # apply() advances the index even when rejecting; the rest is unchanged
+    assert pickle.dumps(s) == before
+    assert s.apply(intent(0, term=2), index=5) is None
+
+
+def test_out_of_order_sequence_rejected() -> None:
+    s = JournalState()
+    begin(s)
+    assert s.apply(intent(1), index=2) is not None
+    assert s.apply(intent(0), index=3) is None
+    assert s.apply(intent(0), index=4) is not None  # duplicate
+    assert s.runs[P].inflight[0].index == 3  # the Raft index that authorised it
+
+
+def test_duplicate_job_and_slot_rejected() -> None:
+    s = JournalState()
+    assert begin(s, "r1", job="uid-1", slot="2026-01-01T03:00") is None
+    assert s.apply(FinishRun(policy=P, run_id="r1", term=1, result="Succeeded", ended=1.0),
+                   index=2) is None
+    assert begin(s, "r2", job="uid-1") is not None
+    assert begin(s, "r3", slot="2026-01-01T03:00") is not None
+    assert begin(s, "r4", slot="2026-01-02T03:00") is None
+
+
+def test_one_run_per_policy_and_finish_needs_no_inflight() -> None:
+    s = JournalState()
+    begin(s, "r1")
+    assert begin(s, "r2") is not None
+    s.apply(intent(0), index=2)
+    fin = FinishRun(policy=P, run_id="r1", term=1, result="Succeeded", ended=1.0)
+    assert s.apply(fin, index=3) is not None
+    assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=0, term=1, counters={"deleted": 1}),
+                   index=4) is None
+    assert s.apply(fin, index=5) is None
+    assert s.history[P][-1].counters["deleted"] == 1
+
+
+def test_inflight_and_history_bounded() -> None:
+    s = JournalState()
+    begin(s)
+    for seq in range(MAX_INFLIGHT):
+        assert s.apply(intent(seq), index=2 + seq) is None
+    assert s.apply(intent(MAX_INFLIGHT), index=100) is not None
+    s2 = JournalState()
+    for n in range(HISTORY_PER_POLICY + 5):
+        assert begin(s2, f"r{n}", index=2 * n) is None
+        assert s2.apply(FinishRun(policy=P, run_id=f"r{n}", term=1, result="Succeeded",
+                                  ended=1.0), index=2 * n + 1) is None
+    assert len(s2.history[P]) == HISTORY_PER_POLICY
+
+
+def test_codec_round_trips_every_command_with_builtins_only() -> None:
+    cmds = [Fence(term=3), BeginRun(policy=P, run_id="r", term=3, started=1.0, now=2.0,
+                                    slot="s", job="j", mode="Plan", planned=5),
+            intent(0), CompleteBatch(policy=P, run_id="r", seq=0, term=3, counters={"deleted": 2}),
+            FinishRun(policy=P, run_id="r", term=3, result="Failed", ended=3.0, message="x")]
+    for cmd in cmds:
+        wire = encode_command(cmd)
+        assert b"lethe" not in pickle.dumps(wire, 2)  # no class references in the log
+        assert decode_command(pickle.loads(pickle.dumps(wire, 2))) == cmd
