@@ -53,7 +53,7 @@ def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
     new = files(root, 10, age_days=1, prefix="new")
     kube.apply(policy("logs", n, {"posix": {"path": str(root)}}, rules={"maxAge": "30d"}))
     kube.apply(job("now", n, policyRef={"name": "logs"}, mode="Enforce"))
-    done = wait_for(lambda: (o := get(kube, "cj", "now", n)) and
+    done = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "now", n)) and
                     (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
                     timeout=90, what="CleanupJob to finish")
     st = done["status"]
@@ -67,7 +67,7 @@ def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
     assert {x["run_id"] for x in lines} == {st["runId"]}
     assert sorted(Counter(x["key"] for x in lines).values()) == [1] * 30
     time.sleep(3)  # later ticks must not run it again
-    again = get(kube, "cj", "now", n)
+    again = get(kube, "cleanupjob.lethe.io", "now", n)
     assert again and again["status"]["runId"] == st["runId"]
     events = kube.kubectl("get", "events", "-n", n, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
@@ -104,7 +104,7 @@ def test_unreachable_target_is_a_condition(operators: LocalReplicas,
     kube.apply(policy("gone", n, {"posix": {"path": str(missing)}}, rules={"maxAge": "1d"},
                       mode="Enforce"))
     kube.apply(job("try", n, policyRef={"name": "gone"}, mode="Enforce"))
-    obj = wait_for(lambda: (o := get(kube, "cj", "try", n)) and condition(o, "Stalled") and
+    obj = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "try", n)) and condition(o, "Stalled") and
                    condition(o, "Stalled")["status"] == "True" and o,  # type: ignore[index]
                    timeout=60, what="Stalled condition")
     assert condition(obj, "Stalled")["reason"] == "TargetUnreachable"  # type: ignore[index]
@@ -119,7 +119,7 @@ def test_target_outside_allowed_roots_is_refused(operators: LocalReplicas,
     kube.apply(policy("escape", n, {"posix": {"path": str(tmp_path / "elsewhere")}},
                       rules={"maxAge": "1d"}, mode="Enforce"))
     kube.apply(job("escape", n, policyRef={"name": "escape"}, mode="Enforce"))
-    obj = wait_for(lambda: (o := get(kube, "cj", "escape", n)) and
+    obj = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "escape", n)) and
                    (o.get("status") or {}).get("phase") == "Failed" and o, timeout=60,
                    what="job refused")
     assert condition(obj, "Stalled")["reason"] == "TargetNotAllowed"  # type: ignore[index]
@@ -180,7 +180,7 @@ def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
     operators.kill(first.index)  # SIGKILL, in the middle of the run
     second = operators.wait_leader(timeout=30, exclude=first)
     assert second is not first
-    done = wait_for(lambda: (o := get(kube, "cj", "big", n)) and
+    done = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "big", n)) and
                     (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
                     timeout=180, what="the resumed job")
     operators.start(first.index)
@@ -213,7 +213,7 @@ def test_secrets_never_appear_in_logs_events_or_status(operators: LocalReplicas,
                                           "credentialsSecretRef": {"name": "creds"}}},
                       rules={"maxAge": "1d"}, mode="Enforce"))
     kube.apply(job("leaky", n, policyRef={"name": "leaky"}, mode="Enforce"))
-    wait_for(lambda: (o := get(kube, "cj", "leaky", n)) and condition(o, "Stalled"),
+    wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "leaky", n)) and condition(o, "Stalled"),
              timeout=60, what="a reported failure")
     seen = kube.kubectl("get", "rp,cj,events", "-n", n, "-o", "yaml").stdout
     logs = "".join(r.log_path.read_text(errors="replace") for r in operators.replicas)

@@ -39,6 +39,9 @@ def register(*, registry: kopf.OperatorRegistry, inventory: Inventory) -> None:
                 inventory.put(kind, dict(body))
         return on_event
 
+    # A private registry has no default login: use the kubernetes client's config
+    # (in-cluster ServiceAccount, or the KUBECONFIG a local replica is given).
+    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
     kopf.on.event(GROUP, VERSION, "retentionpolicies", registry=registry,
                   id="inventory-policies")(make("RetentionPolicy"))
     kopf.on.event(GROUP, VERSION, "cleanupjobs", registry=registry,

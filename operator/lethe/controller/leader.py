@@ -230,7 +230,8 @@ class Leader:
                waive_brakes: bool = False, extra: Mapping[str, Any] | None = None) -> None:
         key = f"{policy.namespace}/{policy.name}"
         gen = int(obj["metadata"].get("generation", 1))
-        fut = self.pool.submit(self._policy_run, obj, policy, slot, waive_brakes, dict(extra or {}))
+        fut = self.pool.submit(_logged(self._policy_run), obj, policy, slot, waive_brakes,
+                               dict(extra or {}))
         self._active[key] = _Active(future=fut, kind="RetentionPolicy",
                                     namespace=policy.namespace, name=policy.name, generation=gen)
 
@@ -396,7 +397,7 @@ class Leader:
         active = self.journal.read().runs.get(key)
         if active is not None and active.job not in (None, uid):
             return
-        fut = self.pool.submit(self._job_run, obj, policy)
+        fut = self.pool.submit(_logged(self._job_run), obj, policy)
         self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
                                     name=meta["name"], generation=gen)
 
@@ -529,6 +530,18 @@ def _plan_status(plan: Mapping[str, Any]) -> dict[str, Any]:
                                   "keptBytes": r["kept"]["bytes"],
                                   "deletedItems": r["deleted"]["items"],
                                   "deletedBytes": r["deleted"]["bytes"]} for r in rules}}
+
+
+def _logged(fn: Callable[..., None]) -> Callable[..., None]:
+    """Worker threads' errors must reach the log, not die silently in a Future."""
+    def run(*args: Any) -> None:
+        try:
+            fn(*args)
+        except NotAllowed as e:
+            log.info("stopped writing: %s", e)
+        except Exception:
+            log.exception("run worker failed")
+    return run
 
 
 class _Stall(Exception):

@@ -8,7 +8,9 @@ leader loop may act on it), then kopf's watches keep it current.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import signal
 import threading
 import time
@@ -33,6 +35,9 @@ from lethe.raft.status import RaftMetrics
 __all__ = ["run_main"]
 
 log = logging.getLogger("lethe.operator")
+
+#: Seconds kopf gets to close its watches on shutdown.
+SHUTDOWN_GRACE = 10.0
 
 
 def _initial_list(api: k8s.ApiClient, inventory: Inventory, config: OperatorConfig) -> None:
@@ -67,6 +72,7 @@ def _scaling_down(api: k8s.ApiClient, config: OperatorConfig) -> bool:
 def run_main(argv: Sequence[str]) -> int:
     config = parse_config(argv)
     setup_logging(fmt=config.log_format)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack
     try:
         password = resolve_password(insecure_dev=config.insecure_dev_raft)
     except InsecureRaftRefused as e:
@@ -110,18 +116,11 @@ def run_main(argv: Sequence[str]) -> int:
 
     registry = kopf.OperatorRegistry()
     register(registry=registry, inventory=inventory)
+    loop = asyncio.new_event_loop()
+    stop_flag: asyncio.Future[None] = loop.create_future()
 
     async def operate() -> None:
-        loop = asyncio.get_running_loop()
-        stop_flag: asyncio.Future[None] = loop.create_future()
         ready_flag: asyncio.Future[None] = loop.create_future()
-
-        def on_signal() -> None:
-            if not stop_flag.done():
-                stop_flag.set_result(None)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
 
         async def mark_ready() -> None:
             await ready_flag
@@ -134,16 +133,39 @@ def run_main(argv: Sequence[str]) -> int:
                             ready_flag=ready_flag)
         marker.cancel()
 
-    log.info("operator %s starting: raft %s, peers %s, http %s:%d", config.pod_name,
+    # kopf runs in its own thread so that this thread owns SIGTERM: shutdown is then
+    # bounded by us (leave Raft on scale-down, stop writing) whatever kopf is doing.
+    kopf_thread = threading.Thread(target=loop.run_until_complete, args=(operate(),),
+                                   name="lethe-kopf", daemon=True)
+    kopf_thread.start()
+    requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: requested.set())
+    log.info("operator %s started: raft %s, peers %s, http %s:%d", config.pod_name,
              disc.self_address, ",".join(disc.peers) or "(none)", config.http_host,
              config.http_port)
+    code = 0
+    while not requested.wait(1.0):
+        if not kopf_thread.is_alive():
+            log.error("the watch loop (kopf) exited; stopping so the pod restarts")
+            code = 1
+            break
+    log.info("stopping: no more runs or API writes from this replica")
+    stop.set()
+    def raise_flag() -> None:
+        if not stop_flag.done():
+            stop_flag.set_result(None)
+
+    loop.call_soon_threadsafe(raise_flag)
+    kopf_thread.join(timeout=SHUTDOWN_GRACE)
+    leader.pool.shutdown(wait=False, cancel_futures=True)
     try:
-        asyncio.run(operate())
-    finally:
-        stop.set()
-        leader.pool.shutdown(wait=True, cancel_futures=True)
         if _scaling_down(api, config):
+            log.info("the StatefulSet shrank below this replica: leaving Raft")
             journal.leave()
+    finally:
         journal.close()
         http.shutdown()
-    return 0
+        logging.shutdown()
+    # Run threads still in a batch stop at their next lease check; do not wait for them.
+    os._exit(code)
