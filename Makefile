@@ -14,6 +14,7 @@ help:
 	@echo "make cluster       start kube-apiserver+etcd on loopback (.cache/kubeconfig)"
 	@echo "make cluster-down  stop it"
 	@echo "make bench         benchmarks against find, rclone, aws CLI"
+	@echo "make manifests     render manifests/install.yaml from the Helm chart"
 
 $(VENV)/.stamp: requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,9 @@ bench: venv tools
 
 chaos: venv tools
 	$(PY) -m tests.chaos --trials $(TRIALS)
+
+manifests: tools
+	scripts/render-manifests.sh
 
 clean: cluster-down
 	rm -rf $(CACHE) $(VENV)

@@ -215,6 +215,6 @@ def test_secrets_never_appear_in_logs_events_or_status(operators: LocalReplicas,
     kube.apply(job("leaky", n, policyRef={"name": "leaky"}, mode="Enforce"))
     wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "leaky", n)) and condition(o, "Stalled"),
              timeout=60, what="a reported failure")
-    seen = kube.kubectl("get", "rp,cj,events", "-n", n, "-o", "yaml").stdout
+    seen = kube.kubectl("get", "rp,cleanupjobs.lethe.io,events", "-n", n, "-o", "yaml").stdout
     logs = "".join(r.log_path.read_text(errors="replace") for r in operators.replicas)
     assert secret not in seen and secret not in logs
