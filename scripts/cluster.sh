@@ -197,6 +197,16 @@ up() {
     done
     gen_pki
     gen_tokens
+    # Every write request, by whom: how tests prove followers write nothing (I1).
+    cat >"$DIR/audit-policy.yaml" <<'AUDIT'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+AUDIT
     echo "$API_PORT" >"$DIR/apiserver.port"
     # Stop what we started if anything below fails (cleared on success).
     trap 'log "start failed; logs in $DIR/logs"; stop_one kube-apiserver; stop_one etcd' EXIT
@@ -221,6 +231,8 @@ up() {
         --client-ca-file "$DIR/pki/ca.crt" \
         --token-auth-file "$DIR/tokens.csv" \
         --authorization-mode RBAC \
+        --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/logs/audit.log" \
+        --audit-log-format json --audit-log-maxbackup 1 \
         --service-account-issuer "https://kubernetes.default.svc.cluster.local" \
         --service-account-key-file "$DIR/pki/sa.pub" \
         --service-account-signing-key-file "$DIR/pki/sa.key" \

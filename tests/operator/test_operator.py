@@ -15,6 +15,7 @@ from tests.fixtures.kube import KubeCluster
 from tests.operator.conftest import condition, get, wait_for
 
 DAY = 86400
+CJ = "cleanupjobs.lethe.io"
 
 
 def files(root: Path, n: int, *, age_days: float, prefix: str = "f") -> list[Path]:
@@ -53,7 +54,7 @@ def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
     new = files(root, 10, age_days=1, prefix="new")
     kube.apply(policy("logs", n, {"posix": {"path": str(root)}}, rules={"maxAge": "30d"}))
     kube.apply(job("now", n, policyRef={"name": "logs"}, mode="Enforce"))
-    done = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "now", n)) and
+    done = wait_for(lambda: (o := get(kube, CJ, "now", n)) and
                     (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
                     timeout=90, what="CleanupJob to finish")
     st = done["status"]
@@ -67,11 +68,31 @@ def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
     assert {x["run_id"] for x in lines} == {st["runId"]}
     assert sorted(Counter(x["key"] for x in lines).values()) == [1] * 30
     time.sleep(3)  # later ticks must not run it again
-    again = get(kube, "cleanupjob.lethe.io", "now", n)
+    again = get(kube, CJ, "now", n)
     assert again and again["status"]["runId"] == st["runId"]
     events = kube.kubectl("get", "events", "-n", n, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"RunStarted", "RunFinished"} <= reasons
+
+
+def test_only_the_leader_writes_to_the_api(operators: LocalReplicas,
+                                          crds_installed: KubeCluster) -> None:
+    """I1, from the API server's own audit log: every write request (create, update,
+    patch, delete) by the replicas' identities came from the Raft leader."""
+    kube = crds_installed
+    if kube.state_dir is None:
+        import pytest
+        pytest.skip("needs the test control plane's audit log (not an external cluster)")
+    leader = operators.wait_leader()
+    writers: Counter[str] = Counter()
+    for line in (kube.state_dir / "logs" / "audit.log").read_text().splitlines():
+        ev = json.loads(line)
+        user = ev.get("user", {}).get("username", "")
+        if user.startswith("system:serviceaccount:lethe-system:lethe-op-"):
+            writers[user.rsplit("-", 1)[1]] += 1
+    assert writers, "the leader wrote nothing at all: the audit log is not being read"
+    assert set(writers) == {str(leader.index)}, (
+        f"writes by replica(s) {dict(writers)}; only the leader {leader.index} may write")
 
 
 def test_default_plan_mode_reports_and_deletes_nothing(operators: LocalReplicas,
@@ -104,7 +125,7 @@ def test_unreachable_target_is_a_condition(operators: LocalReplicas,
     kube.apply(policy("gone", n, {"posix": {"path": str(missing)}}, rules={"maxAge": "1d"},
                       mode="Enforce"))
     kube.apply(job("try", n, policyRef={"name": "gone"}, mode="Enforce"))
-    obj = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "try", n)) and condition(o, "Stalled") and
+    obj = wait_for(lambda: (o := get(kube, CJ, "try", n)) and condition(o, "Stalled") and
                    condition(o, "Stalled")["status"] == "True" and o,  # type: ignore[index]
                    timeout=60, what="Stalled condition")
     assert condition(obj, "Stalled")["reason"] == "TargetUnreachable"  # type: ignore[index]
@@ -119,7 +140,7 @@ def test_target_outside_allowed_roots_is_refused(operators: LocalReplicas,
     kube.apply(policy("escape", n, {"posix": {"path": str(tmp_path / "elsewhere")}},
                       rules={"maxAge": "1d"}, mode="Enforce"))
     kube.apply(job("escape", n, policyRef={"name": "escape"}, mode="Enforce"))
-    obj = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "escape", n)) and
+    obj = wait_for(lambda: (o := get(kube, CJ, "escape", n)) and
                    (o.get("status") or {}).get("phase") == "Failed" and o, timeout=60,
                    what="job refused")
     assert condition(obj, "Stalled")["reason"] == "TargetNotAllowed"  # type: ignore[index]
@@ -180,7 +201,7 @@ def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
     operators.kill(first.index)  # SIGKILL, in the middle of the run
     second = operators.wait_leader(timeout=30, exclude=first)
     assert second is not first
-    done = wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "big", n)) and
+    done = wait_for(lambda: (o := get(kube, CJ, "big", n)) and
                     (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
                     timeout=180, what="the resumed job")
     operators.start(first.index)
@@ -213,7 +234,7 @@ def test_secrets_never_appear_in_logs_events_or_status(operators: LocalReplicas,
                                           "credentialsSecretRef": {"name": "creds"}}},
                       rules={"maxAge": "1d"}, mode="Enforce"))
     kube.apply(job("leaky", n, policyRef={"name": "leaky"}, mode="Enforce"))
-    wait_for(lambda: (o := get(kube, "cleanupjob.lethe.io", "leaky", n)) and condition(o, "Stalled"),
+    wait_for(lambda: (o := get(kube, CJ, "leaky", n)) and condition(o, "Stalled"),
              timeout=60, what="a reported failure")
     seen = kube.kubectl("get", "rp,cleanupjobs.lethe.io,events", "-n", n, "-o", "yaml").stdout
     logs = "".join(r.log_path.read_text(errors="replace") for r in operators.replicas)

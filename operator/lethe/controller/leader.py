@@ -217,6 +217,7 @@ class Leader:
         if due.slot is not None:
             self._start(obj, policy, slot=due.slot, extra=base)
             return
+        missed = _missed_text(base)
         nxt = schedule.next_run(schedule=policy.schedule, tz=policy.timeZone, now=now)
         prev = [c for c in st.get("conditions") or () if c.get("type") == "Ready"]
         self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
@@ -224,7 +225,7 @@ class Leader:
                         previous=st.get("conditions"), generation=gen, now=now,
                         ready_reason=prev[0].get("reason", "Scheduled") if prev and
                         prev[0].get("status") == "True" else "Scheduled",
-                        ready_message=f"next run at {schedule.slot_id(nxt)}")})
+                        ready_message=f"next run at {schedule.slot_id(nxt)}", missed=missed)})
 
     def _start(self, obj: dict[str, Any], policy: Policy, *, slot: str | None,
                waive_brakes: bool = False, extra: Mapping[str, Any] | None = None) -> None:
@@ -337,7 +338,8 @@ class Leader:
         st["conditions"] = status.conditions(
             previous=(obj.get("status") or {}).get("conditions"), generation=gen,
             now=self.clock(), stalled=stalled, ready_reason=report.result,
-            ready_message=f"last run {report.run_id} {report.result}")
+            ready_message=f"last run {report.run_id} {report.result}",
+            missed=_missed_text(base))
         cur = self.inventory.get("RetentionPolicy", policy.namespace, policy.name) or obj
         self._patch("RetentionPolicy", cur, st)
 
@@ -520,6 +522,13 @@ class Leader:
         self.journal.commit(FinishRun(policy=key, run_id=run_id, term=term, result="Aborted",
                                       ended=self.clock(), message="policy or job deleted"))
         log.info("abandoned run %s of %s: its object is gone", run_id, key)
+
+
+def _missed_text(st: Mapping[str, Any]) -> str | None:
+    if not st.get("missedSlots"):
+        return None
+    return (f"{st['missedSlots']} scheduled slot(s) did not start in time, the last at "
+            f"{st.get('lastMissedSlot')} (was no replica leader?)")
 
 
 def _plan_status(plan: Mapping[str, Any]) -> dict[str, Any]:

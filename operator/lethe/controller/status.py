@@ -32,11 +32,13 @@ def _cond(old: Mapping[str, Mapping[str, Any]], *, type_: str, status: bool, rea
 
 def conditions(*, previous: Sequence[Mapping[str, Any]] | None, generation: int, now: float,
                reconciling: str | None = None, stalled: tuple[str, str] | None = None,
-               ready_reason: str = "Succeeded", ready_message: str = "") -> list[dict[str, Any]]:
+               ready_reason: str = "Succeeded", ready_message: str = "",
+               missed: str | None = None) -> list[dict[str, Any]]:
     """The three conditions for one moment.
 
     ``reconciling`` is the message while a run is in progress; ``stalled`` is
-    ``(reason, message)`` when progress needs a person (or a reachable target).
+    ``(reason, message)`` when progress needs a person (or a reachable target);
+    ``missed`` describes scheduled slots that never started (a fourth condition).
     """
     old = {c.get("type", ""): c for c in previous or ()}
     ready = reconciling is None and stalled is None
@@ -46,7 +48,10 @@ def conditions(*, previous: Sequence[Mapping[str, Any]] | None, generation: int,
         r_reason, r_msg = "Running", reconciling
     else:
         r_reason, r_msg = ready_reason, ready_message
-    return [
+    extra = [] if missed is None else [
+        _cond(old, type_="MissedSchedule", status=True, reason="SlotMissed", message=missed,
+              generation=generation, now=now)]
+    return [*extra,
         _cond(old, type_="Ready", status=ready, reason=r_reason, message=r_msg,
               generation=generation, now=now),
         _cond(old, type_="Reconciling", status=reconciling is not None,
