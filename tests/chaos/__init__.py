@@ -1,0 +1,1 @@
+"""Randomized fault-injection trials (``python -m tests.chaos``) and their checker."""

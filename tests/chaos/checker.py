@@ -1,0 +1,408 @@
+"""The independent checker: verdicts from storage, ledgers, manifest and CR status.
+
+It shares no code with the operator (no ``lethe`` import at all): it reads the
+directory with ``os``, the bucket with boto3, the ledgers and plans as JSON
+Lines, and re-implements the one eligibility rule the trials use: an object is
+eligible when it is *selected* (not under ``.lethe/``, not the manifest, no
+path component named ``keep``) and its mtime is at least ``max_age`` before
+now and not in the future.
+
+What the trial hands over (:class:`TrialRecord`) is what the test itself
+did: every population object and every writer operation with its wall-clock
+interval and content hash, the jobs it created, and what the consumer thread
+saw. Definitions (numbers match the issue):
+
+1. **No wrongful deletion.** POSIX (maxAge 1d, so nothing a writer touched can
+   become eligible during a trial): every key a writer wrote, overwrote or
+   touched exists at the end with the content of its last write; every
+   population key that is gone was eligible (old, selected). S3 (maxAge of a
+   few seconds, so eligibility is a function of time): every ledger line
+   ``deleted`` names a version (by ETag; all written contents are unique) that
+   was written at least ``max_age`` before the line's time (minus 2 s for the
+   1 s resolution of S3 times); a key whose last write is gone must have a
+   ``deleted`` or ``already-gone`` line for that very version.
+2. **Convergence.** After the final CleanupJob (writers stopped, all replicas
+   healthy), no object that is eligible by the rule above remains (S3: eligible
+   when the final job was created).
+3. **Manifest.** The final manifest references only existing files, and the
+   consumer thread never saw, during the trial, a manifest referencing a file
+   it had already seen missing before reading that manifest.
+4. **Ledger exactly once.** Per key version, across all runs of the policy:
+   exactly one line with outcome ``deleted`` or ``already-gone`` if it is gone,
+   none if it exists (POSIX paths are never recreated by the writers, so a key
+   is a version there). Every line sits in ``<run_id>/<seq>.jsonl`` matching
+   its own ``run_id`` and ``batch``, and names the policy.
+5. **Each CleanupJob executed exactly once.** Every job ends ``Succeeded``
+   with a ``runId`` that is the same in two reads at least 3 s apart and
+   differs from every other job's; every run id in the target's ledgers and
+   plans belongs to one of the policy's jobs (the trials schedule nothing).
+6. **Counters.** A job's ``status.counters`` equal the counts of its run's
+   ledger lines: ``deleted`` = lines deleted|already-gone, ``bytesFreed`` =
+   their sizes, ``skippedChanged`` = changed-skipped lines, ``errors`` = error
+   lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REMOVED = ("deleted", "already-gone")
+S3_SLOP = 2.0  # S3 LastModified and Date have 1 s resolution
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@dataclass
+class WriteOp:
+    key: str
+    op: str  # create | overwrite | touch
+    t0: float
+    t1: float
+    ok: bool
+    digest: str | None = None  # md5 of the new content (None for touch)
+
+
+@dataclass
+class JobRecord:
+    name: str
+    policy: str  # posix | s3
+    created: float
+    status_first: dict[str, Any] = field(default_factory=dict)
+    status_second: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrialRecord:
+    seed: int
+    ns: str
+    posix_root: Path
+    manifest_key: str
+    posix_max_age: float
+    s3_bucket: str
+    s3_prefix: str
+    s3_max_age: float
+    #: POSIX population: key -> (mtime, md5)
+    posix_population: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: S3 versions written by the test (population and writers): md5 -> (key, t_start)
+    s3_versions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    s3_population: set[str] = field(default_factory=set)
+    posix_ops: list[WriteOp] = field(default_factory=list)
+    s3_ops: list[WriteOp] = field(default_factory=list)
+    jobs: list[JobRecord] = field(default_factory=list)
+    final_jobs_created: dict[str, float] = field(default_factory=dict)
+    consumer_violations: list[str] = field(default_factory=list)
+    consumer_checks: int = 0
+
+
+@dataclass
+class Violation:
+    check: int
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.kind}: {self.detail}"
+
+
+@dataclass
+class Verdict:
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def add(self, check: int, kind: str, detail: str) -> None:
+        self.violations.append(Violation(check, kind, detail))
+
+
+def selected(key: str, manifest_key: str | None) -> bool:
+    parts = key.split("/")
+    return not (key.startswith(".lethe/") or key == manifest_key or "keep" in parts[:-1])
+
+
+def eligible(key: str, mtime: float, *, now: float, max_age: float,
+             manifest_key: str | None) -> bool:
+    return selected(key, manifest_key) and mtime <= now - max_age and mtime <= now + 60
+
+
+# -- reading storage --------------------------------------------------------------------
+
+
+def _posix_state(root: Path) -> dict[str, os.stat_result]:
+    out: dict[str, os.stat_result] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel == ".lethe" or rel.startswith(".lethe" + os.sep):
+            dirnames[:] = []
+            continue
+        for f in filenames:
+            key = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
+            out[key] = os.stat(os.path.join(dirpath, f), follow_symlinks=False)
+    return out
+
+
+@dataclass
+class LedgerLine:
+    where: str
+    data: dict[str, Any]
+
+
+def _parse_lines(where: str, body: str) -> Iterable[LedgerLine]:
+    for raw in body.splitlines():
+        if raw.strip():
+            yield LedgerLine(where, json.loads(raw))
+
+
+def posix_ledger(root: Path) -> list[LedgerLine]:
+    base = root / ".lethe" / "ledger"
+    out: list[LedgerLine] = []
+    for f in sorted(base.rglob("*.jsonl")) if base.exists() else []:
+        out += _parse_lines(str(f.relative_to(base)), f.read_text())
+    return out
+
+
+def posix_plan_runs(root: Path) -> set[str]:
+    base = root / ".lethe" / "plans"
+    return {f.stem for f in base.rglob("*.jsonl")} if base.exists() else set()
+
+
+def s3_ledger(client: Any, bucket: str, prefix: str) -> list[LedgerLine]:
+    lp = f"{prefix}.lethe/ledger/"
+    out: list[LedgerLine] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=lp):
+        for o in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+            out += _parse_lines(o["Key"][len(lp):], body)
+    return out
+
+
+def s3_objects(client: Any, bucket: str, prefix: str) -> dict[str, tuple[str, float, int]]:
+    """Current objects under ``prefix`` (not .lethe/): key -> (md5, LastModified, size)."""
+    out: dict[str, tuple[str, float, int]] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            key = o["Key"][len(prefix):]
+            if key.startswith(".lethe/"):
+                continue
+            out[key] = (o["ETag"].strip('"'), o["LastModified"].timestamp(), o["Size"])
+    return out
+
+
+# -- the checks -------------------------------------------------------------------------
+
+
+def _check_ledger_shape(v: Verdict, lines: list[LedgerLine], policy: str) -> None:
+    for ln in lines:
+        d = ln.data
+        run_dir, _, fname = ln.where.rpartition("/")
+        if run_dir != d.get("run_id") or fname != f"{int(d.get('batch', -1)):06d}.jsonl":
+            v.add(4, "ledger-misfiled", f"{ln.where}: run_id={d.get('run_id')} "
+                  f"batch={d.get('batch')}")
+        if d.get("policy") != policy:
+            v.add(4, "ledger-policy", f"{ln.where}: policy {d.get('policy')} != {policy}")
+        if d.get("outcome") not in (*REMOVED, "changed-skipped", "locked", "error"):
+            v.add(4, "ledger-outcome", f"{ln.where}: {d.get('outcome')}")
+
+
+def _check_jobs(v: Verdict, rec: TrialRecord, policy: str, lines: list[LedgerLine],
+                plan_runs: set[str]) -> None:
+    jobs = [j for j in rec.jobs if j.policy == policy]
+    run_ids: dict[str, str] = {}
+    for j in jobs:
+        a, b = j.status_first, j.status_second
+        rid = a.get("runId")
+        if a.get("phase") != "Succeeded":
+            v.add(5, "job-not-succeeded", f"{j.name}: phase {a.get('phase')!r} "
+                  f"conditions {a.get('conditions')}")
+        if not rid:
+            v.add(5, "job-no-run-id", f"{j.name}: {a}")
+            continue
+        if b.get("runId") != rid or b.get("phase") != a.get("phase"):
+            v.add(5, "job-status-moved", f"{j.name}: {rid}/{a.get('phase')} then "
+                  f"{b.get('runId')}/{b.get('phase')}")
+        if rid in run_ids:
+            v.add(5, "job-run-shared", f"{j.name} and {run_ids[rid]} share run {rid}")
+        run_ids[rid] = j.name
+        mine = [ln.data for ln in lines if ln.data.get("run_id") == rid]
+        want = {"deleted": sum(1 for d in mine if d["outcome"] in REMOVED),
+                "bytesFreed": sum(int(d["size"]) for d in mine if d["outcome"] in REMOVED),
+                "skippedChanged": sum(1 for d in mine if d["outcome"] == "changed-skipped"),
+                "errors": sum(1 for d in mine if d["outcome"] == "error")}
+        got = {k: int((a.get("counters") or {}).get(k, 0)) for k in want}
+        if got != want:
+            v.add(6, "counters", f"{j.name} run {rid}: status {got} != ledger {want}")
+        if want["errors"]:
+            v.notes.append(f"{policy} run {rid}: {want['errors']} error lines: "
+                           + "; ".join(sorted({d.get('detail', '') for d in mine
+                                               if d['outcome'] == 'error'})[:3]))
+    for rid in sorted({ln.data.get("run_id", "") for ln in lines} | plan_runs):
+        if rid not in run_ids:
+            v.add(5, "run-without-job", f"{policy}: run {rid} in ledgers/plans belongs to "
+                  f"no CleanupJob (jobs: {sorted(run_ids)})")
+
+
+def check_posix(v: Verdict, rec: TrialRecord, *, now: float) -> None:
+    root, mkey = rec.posix_root, rec.manifest_key
+    state = _posix_state(root)
+    contents = {k: md5((root / k).read_bytes()) for k in state if k != mkey}
+    lines = posix_ledger(root)
+    _check_ledger_shape(v, lines, policy=f"{rec.ns}/posix")
+    removed: Counter[str] = Counter(ln.data["key"] for ln in lines
+                                    if ln.data.get("outcome") in REMOVED)
+    # 1. writes survive with their last content.
+    last_content: dict[str, str] = {}
+    written: dict[str, WriteOp] = {}
+    for op in sorted(rec.posix_ops, key=lambda o: o.t0):
+        if not op.ok:
+            continue
+        written[op.key] = op
+        if op.digest is not None:
+            last_content[op.key] = op.digest
+    for key, op in written.items():
+        want = last_content.get(key) or rec.posix_population.get(key, (0.0, ""))[1]
+        if key not in state:
+            when = [(d["outcome"], d["run_id"], d["batch"], round(d["time"], 3))
+                    for d in (ln.data for ln in lines) if d["key"] == key]
+            v.add(1, "deleted-after-write",
+                  f"posix {key}: last {op.op} at {op.t0:.3f}-{op.t1:.3f} yet it is gone; "
+                  f"ledger: {when}")
+        elif contents.get(key) != want:
+            v.add(1, "content-changed", f"posix {key}: content {contents.get(key)} != last "
+                  f"write {want}")
+    for key, (mtime, _d) in rec.posix_population.items():
+        if key in state or key in written:
+            continue
+        if not eligible(key, mtime, now=now, max_age=rec.posix_max_age, manifest_key=mkey):
+            v.add(1, "deleted-ineligible", f"posix {key}: mtime {mtime:.0f} "
+                  f"(age {(now - mtime) / 86400:.2f} d) was never eligible, yet it is gone")
+    known = set(rec.posix_population) | {op.key for op in rec.posix_ops if op.ok}
+    for key in state:
+        if key not in known and key != mkey:
+            v.add(1, "unknown-file", f"posix {key} exists but no one wrote it")
+    # 2. convergence.
+    for key, st in state.items():
+        if eligible(key, st.st_mtime, now=now, max_age=rec.posix_max_age, manifest_key=mkey):
+            v.add(2, "not-converged", f"posix {key} eligible (mtime {st.st_mtime:.0f}) but "
+                  f"still there after the final job")
+    # 3. manifest.
+    doc = json.loads((root / mkey).read_text())
+    refs = [f if isinstance(f, str) else f.get("path") for f in doc.get("files", [])]
+    for key in refs:
+        if key not in state:
+            v.add(3, "manifest-dangling", f"final manifest references missing {key}")
+    for msg in rec.consumer_violations:
+        v.add(3, "manifest-dangling-live", msg)
+    # 4. exactly once.
+    for key in known:
+        n = removed.get(key, 0)
+        if key in state and n:
+            v.add(4, "ledger-says-removed", f"posix {key} exists but has {n} removal lines")
+        elif key not in state and n != 1:
+            v.add(4, "ledger-count", f"posix {key} is gone with {n} removal lines")
+    for key in removed:
+        if key not in known:
+            v.add(4, "ledger-unknown-key", f"posix {key} in the ledger, never written")
+    _check_jobs(v, rec, "posix", lines, posix_plan_runs(root))
+    v.stats["posix_deleted"] = sum(removed.values())
+    v.stats["posix_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
+    v.stats["posix_ops"] = sum(1 for o in rec.posix_ops if o.ok)
+
+
+def check_s3(v: Verdict, rec: TrialRecord, client: Any) -> None:
+    bucket, prefix, max_age = rec.s3_bucket, rec.s3_prefix, rec.s3_max_age
+    objs = s3_objects(client, bucket, prefix)
+    lines = s3_ledger(client, bucket, prefix)
+    _check_ledger_shape(v, lines, policy=f"{rec.ns}/s3")
+    by_digest: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ln in lines:
+        by_digest[ln.data["fingerprint"].split(":")[0].strip('"')].append(ln.data)
+    # 1. every deletion names a version that was old enough.
+    for digest, ds in by_digest.items():
+        for d in ds:
+            if d["outcome"] != "deleted":
+                continue
+            ver = rec.s3_versions.get(digest)
+            if ver is None or ver[0] != d["key"]:
+                v.add(1, "deleted-unknown-version", f"s3 {d['key']} etag {digest} ({ver})")
+            elif d["time"] + S3_SLOP < ver[1] + max_age:
+                v.add(1, "deleted-too-young", f"s3 {d['key']}: version written at "
+                      f"{ver[1]:.3f} deleted by {d['time']:.3f} (maxAge {max_age:.0f}s)")
+    last: dict[str, WriteOp] = {}
+    window: set[tuple[str, str]] = set()
+    for op in sorted(rec.s3_ops, key=lambda o: o.t0):
+        if op.ok:
+            last[op.key] = op
+    for key, op in last.items():
+        cur = objs.get(key)
+        if cur is not None and cur[0] == op.digest:
+            continue
+        rm = [d for d in by_digest.get(op.digest or "", []) if d["key"] == key
+              and d["outcome"] in REMOVED]
+        if cur is None and rm:
+            continue  # its last version aged and was deleted (checked above)
+        seen = [(d["outcome"], d["time"]) for ds in by_digest.values() for d in ds
+                if d["key"] == key]
+        window.add((key, op.digest or ""))
+        if any(o == "deleted" and t >= op.t0 for o, t in seen):
+            # Overwritten after the pre-delete re-list, then deleted by DeleteObjects
+            # (unversioned bucket, server ignoring per-object ETag conditions): the
+            # window storage/s3.py documents. Still a wrongful deletion.
+            v.add(1, "s3-overwrite-deleted-in-window",
+                  f"s3 {key}: write {op.t0:.3f}-{op.t1:.3f}, then a 'deleted' line at "
+                  f"{[t for o, t in seen if o == 'deleted']} for the older version")
+            continue
+        v.add(1, "s3-write-lost", f"s3 {key}: last write ({op.digest}) at {op.t0:.3f}-"
+              f"{op.t1:.3f} {'is gone' if cur is None else 'was replaced'} with no ledger "
+              f"line for it; other lines: {seen}")
+    # 2. convergence, as of the final job's creation.
+    t_final = rec.final_jobs_created.get("s3", 0.0)
+    for key, (_digest, mtime, _size) in objs.items():
+        if eligible(key, mtime, now=t_final - S3_SLOP, max_age=max_age, manifest_key=None):
+            v.add(2, "not-converged", f"s3 {key} (LastModified {mtime:.0f}) eligible when "
+                  f"the final job was created, still there")
+    # 4. each version removed once; none removed that exists.
+    current = {(k, d) for k, (d, _m, _s) in objs.items()}
+    written_versions = {(key, digest) for digest, (key, _t) in rec.s3_versions.items()}
+    superseded: set[tuple[str, str]] = set()
+    history: dict[str, list[WriteOp]] = defaultdict(list)
+    for op in sorted(rec.s3_ops, key=lambda o: o.t0):
+        if op.ok:
+            history[op.key].append(op)
+    for key, ops in history.items():
+        chain = [d for d, (k, _t) in rec.s3_versions.items() if k == key and key in
+                 rec.s3_population][:1] + [o.digest for o in ops if o.digest]
+        superseded |= {(key, d) for d in chain[:-1]}  # overwritten (unversioned: gone)
+    for key, digest in written_versions:
+        n = sum(1 for d in by_digest.get(digest, []) if d["key"] == key
+                and d["outcome"] in REMOVED)
+        if (key, digest) in current and n:
+            v.add(4, "ledger-says-removed", f"s3 {key} {digest} exists, {n} removal lines")
+        elif (key, digest) not in current and (key, digest) not in superseded and n != 1 \
+                and (key, digest) not in window:
+            v.add(4, "ledger-count", f"s3 {key} {digest} gone with {n} removal lines")
+        elif n > 1:
+            v.add(4, "ledger-count", f"s3 {key} {digest} has {n} removal lines")
+    plan_runs: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}.lethe/plans/"):
+        plan_runs |= {Path(o["Key"]).stem for o in page.get("Contents", [])}
+    _check_jobs(v, rec, "s3", lines, plan_runs)
+    v.stats["s3_deleted"] = sum(1 for ln in lines if ln.data["outcome"] in REMOVED)
+    v.stats["s3_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
+    v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok)
+
+
+def check(rec: TrialRecord, *, s3_client: Any, now: float) -> Verdict:
+    v = Verdict()
+    check_posix(v, rec, now=now)
+    check_s3(v, rec, s3_client)
+    v.stats["consumer_checks"] = rec.consumer_checks
+    return v

@@ -1,0 +1,28 @@
+"""``lethe run`` with Raft links dialled through the chaos proxies.
+
+The replica keeps its real identity (``LETHE_RAFT_SELF``); only where it dials
+each peer changes, through the product's own test hook
+(:func:`lethe.raft.discovery.set_dial_overrides`). ``LETHE_CHAOS_DIAL`` is
+``addr=host:port,…``. Nothing else differs from ``python -m lethe.cli.main run``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lethe.cli.main import main
+from lethe.raft.discovery import set_dial_overrides
+
+
+def _overrides(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in filter(None, text.split(",")):
+        addr, _, dial = item.partition("=")
+        out[addr] = dial
+    return out
+
+
+if __name__ == "__main__":
+    set_dial_overrides(_overrides(os.environ.get("LETHE_CHAOS_DIAL", "")))
+    sys.exit(main(["run"]))

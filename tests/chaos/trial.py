@@ -1,0 +1,470 @@
+"""One chaos trial: population, replicas, jobs, writers, consumer, nemesis, verdict.
+
+Reproducible from its seed in what it decides: the population (names, ages,
+sizes), the manifest, each writer's sequence of operations and targets, the
+S3 maxAge, and the nemesis's sequence of faults, victims (by role when the
+role is "leader") and durations. Real processes and real time make the
+interleavings differ from one replay to the next; that is the point of
+running many seeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.checker import JobRecord, TrialRecord, Verdict, WriteOp, check, md5
+from tests.chaos.env import ChaosReplicas, Shared, new_replicas
+
+DAY = 86400.0
+CJ = "cleanupjobs.lethe.io"
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class TrialResult:
+    seed: int
+    faults: Counter[str]
+    verdict: Verdict
+    seconds: float
+    error: str | None = None
+    workdir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.verdict.violations
+
+
+@dataclass
+class Sizes:
+    posix_old: int
+    s3_old: int
+    chaos_seconds: float
+
+    @classmethod
+    def pick(cls, rng: random.Random, quick: bool) -> Sizes:
+        if quick:
+            return cls(rng.randint(300, 700), rng.randint(100, 250), rng.uniform(10, 14))
+        return cls(rng.randint(1200, 2600), rng.randint(300, 1200), rng.uniform(20, 28))
+
+
+# -- population -------------------------------------------------------------------------
+
+
+def make_posix(rng: random.Random, rec: TrialRecord, n_old: int) -> list[str]:
+    """Old (2–60 d), young (< 12 h), future-dated and kept files; returns the old keys."""
+    root, now = rec.posix_root, time.time()
+    plan: list[tuple[str, float]] = []
+    for i in range(n_old):
+        plan.append((f"d{i % 8}/old-{i:05d}.dat", now - rng.uniform(2, 60) * DAY))
+    for i in range(n_old // 5):
+        plan.append((f"d{i % 8}/young-{i:05d}.dat", now - rng.uniform(0, 0.5) * DAY))
+    for i in range(12):
+        plan.append((f"d{i % 8}/future-{i:03d}.dat", now + rng.uniform(3600, 2 * DAY)))
+    for i in range(40):
+        plan.append((f"keep/d{i % 3}/old-{i:03d}.dat", now - rng.uniform(2, 60) * DAY))
+    for key, mtime in plan:
+        p = root / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        body = f"{rec.seed}:{key}:".encode() + b"p" * rng.randint(0, 300)
+        p.write_bytes(body)
+        os.utime(p, (mtime, mtime))
+        rec.posix_population[key] = (mtime, md5(body))
+    old = [k for k, _ in plan if "/old-" in k and not k.startswith("keep/")]
+    refs = rng.sample([k for k, _ in plan if "/future-" not in k], k=min(300, len(plan) // 3))
+    (root / rec.manifest_key).write_text(json.dumps({"version": 1, "files": refs}))
+    return old
+
+
+def s3_put(client: Any, rec: TrialRecord, key: str, body: bytes, lock: threading.Lock
+           ) -> tuple[float, float, bool]:
+    t0 = time.time()
+    with lock:
+        rec.s3_versions[md5(body)] = (key, t0)
+    try:
+        client.put_object(Bucket=rec.s3_bucket, Key=rec.s3_prefix + key, Body=body)
+        return t0, time.time(), True
+    except Exception:
+        return t0, time.time(), False
+
+
+def make_s3(rng: random.Random, rec: TrialRecord, client: Any, keys: list[str],
+            lock: threading.Lock) -> None:
+    bodies = [(k, f"{rec.seed}:{k}:{uuid.uuid4().hex}".encode() + b"s" * rng.randint(0, 200))
+              for k in keys]
+    rec.s3_population |= set(keys)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(lambda kb: s3_put(client, rec, kb[0], kb[1], lock), bodies))
+
+
+# -- writers and the consumer -----------------------------------------------------------
+
+
+class Writers:
+    """Two POSIX writers and one S3 writer; each key belongs to one writer thread."""
+
+    def __init__(self, rec: TrialRecord, seed: int, old_posix: list[str], s3_keys: list[str],
+                 s3_client: Any, lock: threading.Lock) -> None:
+        self.rec, self.seed, self.lock = rec, seed, lock
+        self.old_posix, self.s3_keys, self.s3 = old_posix, s3_keys, s3_client
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._posix, args=(i,), daemon=True)
+                        for i in range(2)]
+        self.threads.append(threading.Thread(target=self._s3, daemon=True))
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def _posix(self, idx: int) -> None:
+        rng = random.Random(self.seed * 101 + idx)
+        owned_old = [k for k in self.old_posix if int(md5(k.encode()), 16) % 2 == idx]
+        owned = [k for k in self.rec.posix_population if int(md5(k.encode()), 16) % 2 == idx
+                 and k != self.rec.manifest_key]
+        root, n = self.rec.posix_root, 0
+        while not self.stop.is_set():
+            n += 1
+            r = rng.random()
+            key = rng.choice(owned_old) if rng.random() < 0.6 and owned_old else rng.choice(owned)
+            body = f"{self.seed}:w{idx}:{n}:".encode() + b"w" * rng.randint(1, 400)
+            t0, ok, digest, op = time.time(), True, None, "overwrite"
+            try:
+                if r < 0.45:
+                    fd = os.open(root / key, os.O_WRONLY | os.O_TRUNC)
+                    try:
+                        os.write(fd, body)
+                    finally:
+                        os.close(fd)
+                    digest = md5(body)
+                elif r < 0.75:
+                    op = "touch"
+                    os.utime(root / key)
+                else:
+                    op, key = "create", f"d{rng.randrange(8)}/new-w{idx}-{n:05d}.dat"
+                    fd = os.open(root / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    try:
+                        os.write(fd, body)
+                    finally:
+                        os.close(fd)
+                    digest = md5(body)
+                    owned.append(key)
+            except FileNotFoundError:
+                ok = False
+            with self.lock:
+                self.rec.posix_ops.append(WriteOp(key, op, t0, time.time(), ok, digest))
+            time.sleep(rng.uniform(0.01, 0.05))
+
+    def _s3(self) -> None:
+        rng = random.Random(self.seed * 101 + 7)
+        keys = [k for k in self.s3_keys if not k.startswith("keep/")]
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            if rng.random() < 0.6 and keys:
+                key, op = rng.choice(keys), "overwrite"
+            else:
+                key, op = f"p{rng.randrange(5)}/new-{n:05d}", "create"
+                keys.append(key)
+            body = f"{self.seed}:s3w:{n}:{uuid.uuid4().hex}".encode() + b"w" * rng.randint(1, 99)
+            t0, t1, ok = s3_put(self.s3, self.rec, key, body, self.lock)
+            with self.lock:
+                self.rec.s3_ops.append(WriteOp(key, op, t0, t1, ok, md5(body)))
+            time.sleep(rng.uniform(0.03, 0.12))
+
+
+class Consumer(threading.Thread):
+    """Reads the manifest as a consumer would: a key seen missing *before* a read of the
+    manifest must not be referenced by that manifest (files never come back)."""
+
+    def __init__(self, rec: TrialRecord, keys: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.rec, self.keys, self.stop = rec, keys, threading.Event()
+
+    def run(self) -> None:
+        root = self.rec.posix_root
+        while not self.stop.is_set():
+            missing = {k for k in self.keys if not os.path.lexists(root / k)}
+            try:
+                doc = json.loads((root / self.rec.manifest_key).read_text())
+            except (OSError, ValueError) as e:
+                self.rec.consumer_violations.append(f"manifest unreadable: {e}")
+                continue
+            refs = {f if isinstance(f, str) else f.get("path") for f in doc.get("files", [])}
+            for k in sorted(refs & missing):
+                self.rec.consumer_violations.append(
+                    f"{k} was missing at {time.time():.3f} and then still referenced")
+            self.rec.consumer_checks += 1
+            time.sleep(0.2)
+
+
+# -- the nemesis ------------------------------------------------------------------------
+
+
+class Nemesis(threading.Thread):
+    """One fault at a time, each healed before the next (the majority stays reachable
+    between faults, so jobs can finish): SIGKILL (random node, the leader, or the
+    leader just after a batch's ledger file appeared, so the next batch is in
+    flight), SIGSTOP/SIGCONT, SIGTERM+restart, and a partition of one node
+    through the TCP proxies."""
+
+    KINDS = (("kill", 2), ("kill-leader", 2), ("kill-leader-mid-batch", 3), ("pause", 2),
+             ("pause-leader", 2), ("restart", 1), ("partition", 1), ("partition-leader", 2))
+
+    def __init__(self, reps: ChaosReplicas, rng: random.Random, faults: Counter[str],
+                 ledger_count: Callable[[], int]) -> None:
+        super().__init__(daemon=True)
+        self.reps, self.rng, self.faults, self.ledger_count = reps, rng, faults, ledger_count
+        self.stop = threading.Event()
+        self.log: list[str] = []
+
+    def _victim(self, leader: bool) -> int:
+        if leader:
+            r = self.reps.leader()
+            if r is not None:
+                return r.index
+        return self.rng.randrange(len(self.reps.replicas))
+
+    def _note(self, text: str) -> None:
+        self.log.append(f"{time.time():.3f} {text}")
+
+    def run(self) -> None:
+        kinds = [k for k, _ in self.KINDS]
+        weights = [w for _, w in self.KINDS]
+        while not self.stop.wait(self.rng.uniform(0.3, 2.0)):
+            kind = self.rng.choices(kinds, weights)[0]
+            hold = self.rng.uniform(0.5, 5.0)
+            try:
+                self._inject(kind, hold)
+            except Exception as e:  # a fault that could not be injected is not a verdict
+                self._note(f"{kind} failed: {e!r}")
+
+    def _inject(self, kind: str, hold: float) -> None:
+        reps = self.reps
+        if kind == "kill-leader-mid-batch":
+            i = self._victim(True)
+            before = self.ledger_count()
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and self.ledger_count() == before:
+                time.sleep(0.02)
+            if self.ledger_count() == before:
+                kind = "kill-leader"
+            reps.kill(i)
+            self.faults[kind] += 1
+            self._note(f"{kind} {i}; restart in {hold:.1f}s")
+            self.stop.wait(hold)
+            reps.start(i)
+        elif kind.startswith("kill"):
+            i = self._victim(kind == "kill-leader")
+            reps.kill(i)
+            self.faults[kind] += 1
+            self._note(f"{kind} {i}; restart in {hold:.1f}s")
+            self.stop.wait(hold)
+            reps.start(i)
+        elif kind.startswith("pause"):
+            i = self._victim(kind == "pause-leader")
+            reps.signal(i, signal.SIGSTOP)
+            self.faults[kind] += 1
+            self._note(f"{kind} {i} for {hold:.1f}s")
+            self.stop.wait(hold)
+            reps.signal(i, signal.SIGCONT)
+        elif kind == "restart":
+            i = self._victim(False)
+            reps.stop(i)
+            self.faults[kind] += 1
+            self._note(f"restart {i}")
+            reps.start(i)
+        elif kind.startswith("partition"):
+            i = self._victim(kind == "partition-leader")
+            reps.isolate(i)
+            self.faults[kind] += 1
+            self._note(f"{kind} {i} for {hold:.1f}s")
+            self.stop.wait(hold)
+            reps.heal()
+
+    def heal_all(self) -> None:
+        self.stop.set()
+        self.join(timeout=30)
+        self.reps.heal()
+        for r in self.reps.replicas:
+            with contextlib.suppress(ProcessLookupError):
+                if r.alive():
+                    os.kill(r.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        self.reps.start()
+
+
+# -- Kubernetes helpers -----------------------------------------------------------------
+
+
+def _obj(kind: str, name: str, ns: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "lethe.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def _status(shared: Shared, name: str, ns: str) -> dict[str, Any]:
+    assert shared.kube is not None
+    out = shared.kube.kubectl("get", CJ, name, "-n", ns, "-o", "json", check=False)
+    return dict(json.loads(out.stdout).get("status") or {}) if out.returncode == 0 else {}
+
+
+def _wait_jobs(shared: Shared, names: list[str], ns: str, timeout: float) -> list[str]:
+    """Wait until every job is terminal; return those that are not."""
+    deadline, pending = time.monotonic() + timeout, list(names)
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending if _status(shared, n, ns).get("phase") not in TERMINAL]
+        if pending:
+            time.sleep(1.0)
+    return pending
+
+
+# -- the trial --------------------------------------------------------------------------
+
+
+def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool = False
+              ) -> TrialResult:
+    started = time.monotonic()
+    faults: Counter[str] = Counter()
+    workdir = base / f"trial-{seed}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    rng = random.Random(seed)
+    ns = f"chaos-{seed}"
+    data = workdir / "data"
+    rec = TrialRecord(seed=seed, ns=ns, posix_root=data / "target", manifest_key="manifest.json",
+                      posix_max_age=DAY, s3_bucket=f"chaos-{seed}-{uuid.uuid4().hex[:8]}",
+                      s3_prefix="data/", s3_max_age=float(rng.choice([8, 15, 30])))
+    rec.posix_root.mkdir(parents=True)
+    sizes = Sizes.pick(rng, quick)
+    assert shared.kube is not None and shared.s3 is not None
+    kube, client, lock = shared.kube, shared.s3.client(), threading.Lock()
+    reps: ChaosReplicas | None = None
+    writers: Writers | None = None
+    consumer: Consumer | None = None
+    nemesis: Nemesis | None = None
+    verdict = Verdict()
+    try:
+        old_posix = make_posix(rng, rec, sizes.posix_old)
+        client.create_bucket(Bucket=rec.s3_bucket)
+        s3_old = [f"p{i % 5}/old-{i:05d}" for i in range(sizes.s3_old)] + \
+                 [f"keep/k-{i:03d}" for i in range(20)]
+        make_s3(rng, rec, client, s3_old, lock)
+        reps = new_replicas(shared, workdir / "ops", data_root=data, namespace=ns)
+        reps.start()
+        reps.wait_ready(timeout=120)
+        reps.wait_leader(timeout=30)
+        kube.kubectl("create", "namespace", ns, check=False)
+        kube.kubectl("create", "secret", "generic", "s3", "-n", ns,
+                     f"--from-literal=AWS_ACCESS_KEY_ID={shared.s3.access_key}",
+                     f"--from-literal=AWS_SECRET_ACCESS_KEY={shared.s3.secret_key}")
+        common = {"mode": "Enforce", "select": {"exclude": ["**/keep/**"]},
+                  "safety": {"maxDeletes": 1_000_000, "maxDeletePercent": 100}}
+        kube.apply(_obj("RetentionPolicy", "posix", ns, {
+            **common, "target": {"posix": {"path": str(rec.posix_root)}},
+            "rules": {"maxAge": "1d"}, "manifest": {"path": rec.manifest_key}}))
+        kube.apply(_obj("RetentionPolicy", "s3", ns, {
+            **common, "rules": {"maxAge": f"{int(rec.s3_max_age)}s"},
+            "target": {"s3": {"bucket": rec.s3_bucket, "prefix": rec.s3_prefix,
+                              "endpoint": shared.s3.endpoint, "region": "us-east-1",
+                              "forcePathStyle": True, "credentialsSecretRef": {"name": "s3"}}}}))
+        make_s3(rng, rec, client, [f"p{i % 5}/young-{i:04d}" for i in range(60)], lock)
+
+        writers = Writers(rec, seed, old_posix, s3_old, client, lock)
+        consumer = Consumer(rec, sorted(rec.posix_population))
+        nemesis = Nemesis(reps, random.Random(seed * 7919), faults,
+                          lambda: _ledger_files(rec.posix_root))
+        writers.start()
+        consumer.start()
+        jobs: list[str] = []
+
+        def submit(name: str, policy: str) -> None:
+            kube.apply(_obj("CleanupJob", name, ns, {"policyRef": {"name": policy},
+                                                     "mode": "Enforce"}))
+            rec.jobs.append(JobRecord(name=name, policy=policy, created=time.time()))
+            jobs.append(name)
+
+        submit("posix-1", "posix")
+        submit("s3-1", "s3")
+        nemesis.start()
+        time.sleep(sizes.chaos_seconds / 2)
+        submit("posix-2", "posix")
+        submit("s3-2", "s3")
+        time.sleep(sizes.chaos_seconds / 2)
+        nemesis.heal_all()
+        writers.join()
+        unfinished = _wait_jobs(shared, jobs, ns, timeout=120)
+        for n in unfinished:
+            verdict.add(5, "job-not-finished", f"{n} not terminal 120 s after healing: "
+                        f"{_status(shared, n, ns)}")
+        consumer.stop.set()
+        consumer.join(timeout=5)
+        reps.wait_ready(timeout=90)
+        for name, policy in (("posix-final", "posix"), ("s3-final", "s3")):
+            rec.final_jobs_created[policy] = time.time()
+            submit(name, policy)
+        for n in _wait_jobs(shared, ["posix-final", "s3-final"], ns, timeout=120):
+            verdict.add(2, "final-job-not-finished", f"{n}: {_status(shared, n, ns)}")
+        for j in rec.jobs:
+            j.status_first = _status(shared, j.name, ns)
+        time.sleep(3)
+        for j in rec.jobs:
+            j.status_second = _status(shared, j.name, ns)
+        got = check(rec, s3_client=client, now=time.time())
+        verdict.violations += got.violations
+        verdict.notes += got.notes
+        verdict.stats.update(got.stats)
+        verdict.notes += nemesis.log if verdict.violations else []
+        error = None
+    except Exception:
+        error = traceback.format_exc()
+    finally:
+        for t in (nemesis,):
+            if t is not None and t.is_alive():
+                t.stop.set()
+        if writers is not None:
+            writers.join()
+        if consumer is not None:
+            consumer.stop.set()
+        if reps is not None:
+            reps.close()
+        kube.kubectl("delete", "cleanupjobs.lethe.io,retentionpolicies.lethe.io", "--all",
+                     "-n", ns, "--wait=false", check=False)
+    kept = keep or error is not None or bool(verdict.violations)
+    if kept:
+        (workdir / "record.txt").write_text(_dump(rec, verdict))
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return TrialResult(seed=seed, faults=faults, verdict=verdict,
+                       seconds=time.monotonic() - started, error=error,
+                       workdir=workdir if kept else None)
+
+
+def _ledger_files(root: Path) -> int:
+    base = root / ".lethe" / "ledger"
+    return sum(len(files) for _d, _s, files in os.walk(base))
+
+
+def _dump(rec: TrialRecord, verdict: Verdict) -> str:
+    lines = [f"seed {rec.seed} ns {rec.ns} bucket {rec.s3_bucket} s3 maxAge {rec.s3_max_age}"]
+    lines += [str(v) for v in verdict.violations] + verdict.notes
+    lines += [f"job {j.name}: {json.dumps(j.status_first, sort_keys=True)}" for j in rec.jobs]
+    lines += [f"posix-op {o}" for o in rec.posix_ops]
+    lines += [f"s3-op {o}" for o in rec.s3_ops]
+    return "\n".join(lines) + "\n"
