@@ -191,3 +191,32 @@ def test_second_run_is_idempotent(journal: RaftJournal, media: Path) -> None:
     first = run(journal, media, "twice", rules={"maxAge": "30d"})
     second = run(journal, media, "twice", rules={"maxAge": "30d"})
     assert first["deleted"] == 20 and second["deleted"] == 0 and second["matched"] == 0
+
+
+def test_age_only_policy_lists_the_target_once_per_pass(journal: RaftJournal,
+                                                        media: Path) -> None:
+    """maxAge alone needs no statistics: one listing plans, not two (bench finding)."""
+    policy = parse_policy(posix_policy(media, "one-pass", rules={"maxAge": "30d"}))
+    inner = PosixStorage(policy.target)  # type: ignore[arg-type]
+    calls = [0]
+
+    class Counting(Hooked):
+        def list(self) -> Any:
+            calls[0] += 1
+            return self.inner.list()
+
+    r = Runner(policy=policy, storage=Counting(inner), journal=journal).run(mode="Plan")  # type: ignore[arg-type]
+    assert r.counters["matched"] == 20 and calls[0] == 1
+    keep = parse_policy(posix_policy(media, "two-pass", rules={"keepLast": 5}))
+    calls[0] = 0
+    Runner(policy=keep, storage=Counting(inner), journal=journal).run(mode="Plan")  # type: ignore[arg-type]
+    assert calls[0] == 2
+
+
+def test_published_plan_is_streamed_whole(journal: RaftJournal, tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for i in range(3000):
+        make_file(root, f"d{i % 30}/{i:05d}-{'x' * 60}.bin", age_days=90, size=1)
+    r = run(journal, root, "streamed", mode="Plan", rules={"maxAge": "30d"})
+    lines = (root / r["plan_key"]).read_text().splitlines()
+    assert len(lines) == 3000 and len({json.loads(x)["key"] for x in lines}) == 3000

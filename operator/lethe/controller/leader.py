@@ -38,6 +38,7 @@ log = logging.getLogger("lethe.leader")
 
 ACK_ANNOTATION = "lethe.io/acknowledge-run"
 PROGRESS_INTERVAL = 3.0  # seconds between progress patches of a CleanupJob
+RETRY_SECONDS = 30.0  # before resuming a run that stopped on an error
 
 
 class Inventory:
@@ -95,6 +96,9 @@ class Leader:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lethe-run")
         self._active: dict[str, _Active] = {}  # policy key -> running thread
         self._written: dict[tuple[str, str, str], str] = {}  # what we last patched
+        #: A run that stopped on an error stays active in the journal; resume it only
+        #: after a pause, not every tick.
+        self._retry_after: dict[str, float] = {}
 
     # -- the loop --------------------------------------------------------------------
 
@@ -114,6 +118,8 @@ class Leader:
         for key, act in list(self._active.items()):
             if act.future.done():
                 del self._active[key]
+                if key in self.journal.read().runs:
+                    self._retry_after[key] = self.clock() + RETRY_SECONDS
         self._resume_interrupted()
         for obj in self.inventory.all("RetentionPolicy"):
             self._reconcile_policy(obj)
@@ -492,7 +498,7 @@ class Leader:
         """Runs the journal says are active but no thread here is executing."""
         state = self.journal.read()
         for key, run in state.runs.items():
-            if key in self._active:
+            if key in self._active or self.clock() < self._retry_after.get(key, 0.0):
                 continue
             ns, _, name = key.partition("/")
             if run.job is not None:

@@ -134,6 +134,13 @@ class Planner:
 
     # -- pass 1 ------------------------------------------------------------------------
 
+    @property
+    def needs_observation(self) -> bool:
+        """False when no rule keeps statistics (only maxAge/minAge/selection): then
+        pass 1 may be skipped and :meth:`seal` called at once, saving a listing."""
+        return (self.depth is not None or self._keep_last is not None
+                or bool(self._calendars) or self._cap is not None)
+
     def observe(self, entry: Entry) -> None:
         """Pass 1 (and any refinement pass): look at one listed entry."""
         if self._phase == "observe":

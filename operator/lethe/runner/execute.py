@@ -265,7 +265,7 @@ class Runner:
         """Plan mode's output: the full plan as JSON Lines in the target."""
         key = f"{INTERNAL_PREFIX}plans/{self.policy.name}/{run_id}.jsonl"
         with open(plan.spool_path, "rb") as f:
-            self.storage.replace_object(key, f.read())
+            self.storage.replace_object(key, f)  # streamed: memory stays O(1) (I5)
         return key
 
     def _apply(self, report: RunReport, plan: Plan, *, start_seq: int) -> None:

@@ -87,7 +87,7 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
     ``exclude`` holds keys that are never candidates (the consumer manifest itself).
     """
     planner = Planner.for_policy(policy, now=now)
-    sealed = False
+    sealed = not planner.needs_observation and planner.seal()  # maxAge alone: one listing
     while not sealed:  # pass 1, plus refinement passes the size cap may ask for
         for n, e in enumerate(_current(storage, now=now, plan=None), 1):
             if e.key not in exclude:

@@ -11,7 +11,7 @@ import builtins
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 __all__ = [
     "ConflictError",
@@ -107,8 +107,10 @@ class Storage(Protocol):
         what :meth:`replace_object` takes as ``if_match``."""
         ...
 
-    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
-        """Atomically replace (or create) a small object; return its new token.
+    def replace_object(self, key: str, data: bytes | BinaryIO, *,
+                       if_match: str | None = None) -> str:
+        """Atomically replace (or create) an object; return its new token. ``data``
+        may be an open binary file, streamed (a published plan can be large: I5).
         POSIX: temp file + fsync + rename. S3: conditional PUT; raises
         :class:`ConflictError` if ``if_match`` no longer matches."""
         ...

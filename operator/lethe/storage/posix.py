@@ -43,7 +43,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final
+from typing import BinaryIO, Final
 
 from lethe.spec import PosixTarget
 from lethe.storage.base import (
@@ -530,7 +530,8 @@ class PosixStorage:
         finally:
             walker.close()
 
-    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+    def replace_object(self, key: str, data: bytes | BinaryIO, *,
+                       if_match: str | None = None) -> str:
         """Atomically replace or create ``key``; return the new token.
 
         Writes ``.<name>.lethe-tmp-<random>`` in the same directory, fsyncs it,
@@ -559,9 +560,12 @@ class PosixStorage:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o644, dir_fd=dfd)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                chunks = [data] if isinstance(data, bytes) else iter(
+                    lambda: data.read(1 << 20), b"")
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                 os.fsync(fd)
                 token = fingerprint(os.fstat(fd))
             finally:

@@ -32,7 +32,7 @@ import email.utils
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
 
 import boto3
 from botocore.config import Config
@@ -157,6 +157,10 @@ class S3Storage:
                 user_agent_extra="lethe",
             )
             session = boto3.session.Session()
+            # botocore's default (dateutil) parser costs ~140 µs per LastModified, more
+            # than the LIST round trip itself on a fast server; ISO 8601 parses in 1 µs.
+            session._session.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=_fast_timestamp)
             client = session.client(
                 "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
                 aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
@@ -568,7 +572,8 @@ class S3Storage:
             raise StorageError(f"reading {self.describe()}{key} failed: "
                                f"{_errtext(exc)}") from None
 
-    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+    def replace_object(self, key: str, data: bytes | BinaryIO, *,
+                       if_match: str | None = None) -> str:
         """PutObject; return the new ETag.
 
         ``if_match``: ``None`` writes unconditionally; an ETag sends
@@ -625,3 +630,14 @@ def chunked(entries: Iterable[Entry], size: int = MAX_DELETE_KEYS
             batch = []
     if batch:
         yield batch
+
+
+def _fast_timestamp(value: str) -> datetime:
+    """ISO 8601 fast path for response timestamps; anything else goes to botocore."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
