@@ -230,12 +230,11 @@ def test_network_policy(helm_env: dict[str, str]) -> None:
 # The operator's least-privilege RBAC (docs/security.md). One row per rule; the
 # operator tests prove every row is needed. Change both together.
 NAMESPACED_RULES = [
-    (["lethe.io"], ["retentionpolicies", "cleanupjobs"], ["get", "list", "watch", "patch"]),
-    (["lethe.io"], ["retentionpolicies/status", "cleanupjobs/status"], ["get", "patch", "update"]),
+    (["lethe.io"], ["retentionpolicies", "cleanupjobs"], ["list", "watch"]),
+    (["lethe.io"], ["retentionpolicies/status", "cleanupjobs/status"], ["patch"]),
     (["lethe.io"], ["cleanupjobs"], ["delete"]),
     ([""], ["secrets"], ["get"]),
-    (["events.k8s.io"], ["events"], ["create", "patch"]),
-    ([""], ["events"], ["create", "patch"]),
+    ([""], ["events"], ["create"]),
 ]
 CLUSTER_RULES = [
     (["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),

@@ -115,14 +115,15 @@ the reason for each). One rule per API group and verb set, so that each can
 be removed and tested on its own.
 */}}
 {{- define "lethe.namespacedRules" -}}
-# Watch and index both kinds; patch for finalizers and annotations.
+# Watch both kinds into every replica's inventory (an initial LIST, then kopf's
+# watch). Nothing else on the objects themselves: event handlers write nothing.
 - apiGroups: ["lethe.io"]
   resources: ["retentionpolicies", "cleanupjobs"]
-  verbs: ["get", "list", "watch", "patch"]
-# Conditions, lastRun, CleanupJob progress.
+  verbs: ["list", "watch"]
+# Conditions, lastRun, CleanupJob progress: merge patches of the status only.
 - apiGroups: ["lethe.io"]
   resources: ["retentionpolicies/status", "cleanupjobs/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # ttlSecondsAfterFinished on CleanupJobs.
 - apiGroups: ["lethe.io"]
   resources: ["cleanupjobs"]
@@ -131,13 +132,10 @@ be removed and tested on its own.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events about runs and brakes (events.k8s.io/v1, and core/v1 for older clients).
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+# Events about runs and brakes (core/v1, each created anew).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* kopf discovers the served versions of its resources through the CRDs. */}}

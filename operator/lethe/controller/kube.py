@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "load_api"]
+__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "load_api"]
 
 GROUP = "lethe.io"
 VERSION = "v1alpha1"
@@ -26,6 +26,10 @@ FIELD_MANAGER = "lethe"
 PLURALS = {"RetentionPolicy": "retentionpolicies", "CleanupJob": "cleanupjobs"}
 
 log = logging.getLogger("lethe.kube")
+
+
+class SecretForbidden(Exception):
+    """RBAC forbids reading a credentials Secret (not the same as a missing one)."""
 
 
 class NotAllowed(Exception):
@@ -95,14 +99,22 @@ class KubeWriter:
         try:
             self.core.create_namespaced_event(meta.get("namespace"), body)
         except ApiException as e:
-            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), e.reason)
+            # Not fatal to a run, but a missing RBAC rule must be seen: say which.
+            log.error("cannot create events (core/v1) in namespace %s: HTTP %s %s; the "
+                      "operator's role needs create on events", meta.get("namespace"),
+                      e.status, e.reason)
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
         """Secret data, decoded; ``None`` if absent. Values are never logged."""
         try:
             s = self.core.read_namespaced_secret(name, namespace)
         except ApiException as e:
-            if e.status in (403, 404):
+            if e.status == 404:
                 return None
+            if e.status == 403:
+                log.error("cannot get secret %s/%s: HTTP 403 forbidden; the operator's "
+                          "role needs get on secrets", namespace, name)
+                raise SecretForbidden(f"reading Secret {namespace}/{name} is forbidden "
+                                      f"(HTTP 403): grant the operator get on secrets") from e
             raise
         return {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}

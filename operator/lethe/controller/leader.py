@@ -22,7 +22,7 @@ from typing import Any
 
 from lethe.controller import schedule, status
 from lethe.controller.config import OperatorConfig
-from lethe.controller.kube import KubeWriter, NotAllowed
+from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden
 from lethe.controller.tenancy import check_target
 from lethe.journal import CompleteBatch, FinishRun, Journal, JournalError, SkipSlot
 from lethe.logs import run_context
@@ -121,10 +121,18 @@ class Leader:
                 if key in self.journal.read().runs:
                     self._retry_after[key] = self.clock() + RETRY_SECONDS
         self._resume_interrupted()
-        for obj in self.inventory.all("RetentionPolicy"):
-            self._reconcile_policy(obj)
-        for obj in self.inventory.all("CleanupJob"):
-            self._reconcile_job(obj)
+        # One object's failure (a 403, a bad status) must not starve the others.
+        for kind, reconcile in (("RetentionPolicy", self._reconcile_policy),
+                                ("CleanupJob", self._reconcile_job)):
+            for obj in self.inventory.all(kind):
+                try:
+                    reconcile(obj)
+                except NotAllowed:
+                    return
+                except Exception:
+                    meta = obj.get("metadata", {})
+                    log.exception("reconciling %s %s/%s failed; retrying next tick", kind,
+                                  meta.get("namespace"), meta.get("name"))
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -145,7 +153,10 @@ class Leader:
         if not isinstance(t, S3Target) or t.credentialsSecretRef is None:
             return None
         ref = t.credentialsSecretRef
-        data = self.writer.read_secret(namespace=policy.namespace, name=ref.name)
+        try:
+            data = self.writer.read_secret(namespace=policy.namespace, name=ref.name)
+        except SecretForbidden as e:
+            raise _Stall("CredentialsForbidden", str(e)) from e
         if data is None or ref.accessKeyIdKey not in data or ref.secretAccessKeyKey not in data:
             raise _Stall("CredentialsMissing",
                          f"Secret {policy.namespace}/{ref.name} (spec.target.s3."

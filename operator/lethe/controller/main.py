@@ -64,7 +64,11 @@ def _scaling_down(api: k8s.ApiClient, config: OperatorConfig) -> bool:
         return False
     try:
         obj = k8s.AppsV1Api(api).read_namespaced_stateful_set(sts, config.namespace)
-    except k8s.ApiException:
+    except k8s.ApiException as e:
+        if e.status != 404:
+            log.error("cannot tell a scale-down from a restart: reading StatefulSet %s/%s "
+                      "failed (HTTP %s %s; 403 means forbidden: the role needs get on it); "
+                      "staying a Raft member", config.namespace, sts, e.status, e.reason)
         return False
     return int(ordinal) >= int(obj.spec.replicas or 0)
 
