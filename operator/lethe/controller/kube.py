@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,7 +19,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "load_api"]
+__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "api_message",
+           "load_api"]
 
 GROUP = "lethe.io"
 VERSION = "v1alpha1"
@@ -34,6 +36,14 @@ class SecretForbidden(Exception):
 
 class NotAllowed(Exception):
     """This node may not write to the API now (not the leader, or lease lost)."""
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own explanation (names verb, resource and group on a 403)."""
+    try:
+        return str(json.loads(e.body or "{}").get("message") or e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)
 
 
 def load_api(kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -100,9 +110,8 @@ class KubeWriter:
             self.core.create_namespaced_event(meta.get("namespace"), body)
         except ApiException as e:
             # Not fatal to a run, but a missing RBAC rule must be seen: say which.
-            log.error("cannot create events (core/v1) in namespace %s: HTTP %s %s; the "
-                      "operator's role needs create on events", meta.get("namespace"),
-                      e.status, e.reason)
+            log.error("cannot create events (core/v1) in namespace %s: HTTP %s: %s",
+                      meta.get("namespace"), e.status, api_message(e))
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
         """Secret data, decoded; ``None`` if absent. Values are never logged."""
@@ -112,8 +121,8 @@ class KubeWriter:
             if e.status == 404:
                 return None
             if e.status == 403:
-                log.error("cannot get secret %s/%s: HTTP 403 forbidden; the operator's "
-                          "role needs get on secrets", namespace, name)
+                log.error("cannot get secret %s/%s: HTTP 403: %s", namespace, name,
+                          api_message(e))
                 raise SecretForbidden(f"reading Secret {namespace}/{name} is forbidden "
                                       f"(HTTP 403): grant the operator get on secrets") from e
             raise

@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 
 from lethe.controller.config import OperatorConfig, parse_config
 from lethe.controller.handlers import register, settings
-from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, load_api
+from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, api_message, load_api
 from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
 from lethe.logs import setup_logging
@@ -66,9 +66,9 @@ def _scaling_down(api: k8s.ApiClient, config: OperatorConfig) -> bool:
         obj = k8s.AppsV1Api(api).read_namespaced_stateful_set(sts, config.namespace)
     except k8s.ApiException as e:
         if e.status != 404:
-            log.error("cannot tell a scale-down from a restart: reading StatefulSet %s/%s "
-                      "failed (HTTP %s %s; 403 means forbidden: the role needs get on it); "
-                      "staying a Raft member", config.namespace, sts, e.status, e.reason)
+            log.error("cannot tell a scale-down from a restart, staying a Raft member: "
+                      "reading StatefulSet %s/%s failed: HTTP %s: %s", config.namespace, sts,
+                      e.status, api_message(e))
         return False
     return int(ordinal) >= int(obj.spec.replicas or 0)
 
