@@ -220,3 +220,25 @@ def test_published_plan_is_streamed_whole(journal: RaftJournal, tmp_path: Path) 
     r = run(journal, root, "streamed", mode="Plan", rules={"maxAge": "30d"})
     lines = (root / r["plan_key"]).read_text().splitlines()
     assert len(lines) == 3000 and len({json.loads(x)["key"] for x in lines}) == 3000
+
+
+def test_cancel_stops_between_batches_and_closes_the_run(journal: RaftJournal,
+                                                         media: Path) -> None:
+    """Deleting, editing or suspending a policy mid-run: the run stops between
+    batches (the batch in hand finishes), is recorded as Aborted, and a later run
+    starts fresh rather than resuming it."""
+    policy = parse_policy(posix_policy(media, "cancelled", rules={"maxAge": "30d"}))
+    batches = [0]
+
+    def count(entries: Sequence[Entry]) -> None:
+        batches[0] += 1
+
+    st = Hooked(PosixStorage(policy.target), before_delete=count)  # type: ignore[arg-type]
+    runner = Runner(policy=policy, storage=st, journal=journal, batch_size=7,
+                    cancelled=lambda: batches[0] >= 1)
+    r = runner.run()
+    assert r.result == "Aborted" and "cancelled" in r.message
+    assert 0 < r.counters["deleted"] < 20  # stopped part-way, between batches
+    assert "test/cancelled" not in journal.read().runs
+    again = Runner(policy=policy, storage=PosixStorage(policy.target), journal=journal).run()  # type: ignore[arg-type]
+    assert not again.resumed and again.counters["deleted"] == 20 - r.counters["deleted"]

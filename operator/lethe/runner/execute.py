@@ -63,8 +63,8 @@ class LostLeadership(JournalError):
     """This node may no longer act; the run stops and the next leader resumes it."""
 
 
-class SafetyBrake(Exception):
-    """A brake (I8) tripped: the run stops before its first delete."""
+class _Cancelled(Exception):
+    """The run's policy or job went away or changed: stop between batches."""
 
 
 def new_run_id(*, now: float | None = None) -> str:
@@ -278,9 +278,7 @@ class Runner:
         try:
             for chunk in _batches(plan.entries(), self.batch_size):
                 if self.cancelled():
-                    self._drain(pending, completions, report, term)
-                    self._commit_finish(report, "Aborted", "cancelled between batches")
-                    return
+                    raise _Cancelled
                 self._require_lease(term=term)
                 cursor += len(chunk)
                 cmd = RecordIntent(policy=self.key, run_id=report.run_id, seq=seq, term=term,
@@ -295,8 +293,22 @@ class Runner:
                     completions.popleft().result(timeout=30)
                 pending.append((cmd, self.journal.commit_async(cmd)))
                 if len(pending) > PIPELINE_DEPTH:
+                    if self.cancelled():
+                        raise _Cancelled
                     completions.append(self._execute(report, *pending.popleft(), term=term))
             self._drain(pending, completions, report, term)
+        except _Cancelled:
+            # Recorded but not executed: close those batches empty, then the run.
+            for cmd, fut in pending:
+                fut.result(timeout=30)
+                completions.append(self.journal.commit_async(CompleteBatch(
+                    policy=self.key, run_id=report.run_id, seq=cmd.seq, term=term,
+                    counters={})))
+            while completions:
+                completions.popleft().result(timeout=30)
+            self._commit_finish(report, "Aborted", "cancelled between batches (policy "
+                                "deleted, edited or suspended, or job deleted)")
+            return
         except (manifest.ManifestError, StorageError) as e:
             # Stop before any further delete; what is in flight stays journaled.
             report.reason = "ManifestError" if isinstance(e, manifest.ManifestError) \
@@ -311,6 +323,8 @@ class Runner:
     def _drain(self, pending: deque[tuple[RecordIntent, Future[int]]],
                completions: deque[Future[int]], report: RunReport, term: int) -> None:
         while pending:
+            if self.cancelled():
+                raise _Cancelled
             completions.append(self._execute(report, *pending.popleft(), term=term))
         while completions:
             completions.popleft().result(timeout=30)
