@@ -3,7 +3,7 @@
 Starts the local control plane (scripts/cluster.sh), installs the CRDs, starts
 an S3 server on loopback (moto) and fills a demo directory and bucket with
 files of mixed ages, starts three operator replicas (Raft on 127.0.0.2-4),
-applies example policies and a CleanupJob, and shows `kubectl get rp,cj`
+applies example policies and a CleanupJob, and shows `kubectl get rp,lcj`
 as deletions happen. Ctrl-C stops everything it started.
 """
 
@@ -152,11 +152,11 @@ def main() -> int:
         leader = replicas.wait_leader()
         print(f"\n3 replicas up, Raft leader {leader.name} ({leader.raft_address}); "
               f"logs in {DEMO / 'replicas'}; S3 at {endpoint}; demo data in {data}")
-        print(f"kubectl --kubeconfig {KUBECONFIG} get rp,cj -A   (Ctrl-C stops everything)\n")
+        print(f"kubectl --kubeconfig {KUBECONFIG} get rp,lcj -A   (Ctrl-C stops everything)\n")
         while True:
             files = sum(1 for p in data.rglob("*.log"))
             print(time.strftime("%H:%M:%S"), f"  {files} log files left in {data}")
-            print(kubectl("get", "rp,cj", "-n", "demo", check=False))
+            print(kubectl("get", "rp,lcj", "-n", "demo", check=False))
             time.sleep(10)
     except KeyboardInterrupt:
         print("\nstopping …")
