@@ -73,6 +73,13 @@ def test_cleanupjob_enforces_once_and_reports(operators: LocalReplicas,
     events = kube.kubectl("get", "events", "-n", n, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"RunStarted", "RunFinished"} <= reasons
+    # JSON logs a person can follow: every line of the run names it.
+    lines = [json.loads(x) for r in operators.replicas
+             for x in r.log_path.read_text(errors="replace").splitlines() if x.startswith("{")]
+    of_run = [x for x in lines if x.get("run_id") == st["runId"]]
+    assert of_run and all(x.get("policy") == "logs" and x.get("namespace") == n
+                          for x in of_run)
+    assert all("run_id" in x for x in lines if x.get("logger") == "lethe.runner")
 
 
 def test_only_the_leader_writes_to_the_api(operators: LocalReplicas,

@@ -458,6 +458,8 @@ class Leader:
                                             "counters": counters})
 
         with run_context(run_id=run_id, policy=policy.name, namespace=policy.namespace):
+            log.info("run %s of CleanupJob %s/%s starting (%s)", run_id, meta["namespace"],
+                     meta["name"], mode)
             try:
                 self._patch("CleanupJob", obj, {
                     "phase": "Running", "runId": run_id, "startTime": start,

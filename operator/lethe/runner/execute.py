@@ -148,10 +148,14 @@ class Runner:
         self._require_lease()
         now = self._storage_clock(report)
         if now is None:
+            log.warning("run %s not started: %s %s", run_id, report.reason, report.message)
             return report
         plan = self._plan(now, report)
         if plan is None:
+            log.warning("run %s not started: %s %s", run_id, report.reason, report.message)
             return report
+        log.info("run %s planned (%s): scanned %d, selected %d, eligible %d", run_id, mode,
+                 plan.scanned, plan.selected, plan.matched)
         try:
             brake = None if waive_brakes else self._brake(plan)
             term = self.journal.current_term()
@@ -397,6 +401,12 @@ class Runner:
                                       result=result, ended=self.clock(), counters=extra,
                                       message=message))
         rec = self.journal.read().history[self.key][-1]
+        c = rec.counters
+        log.info("run %s %s: scanned %d, eligible %d, deleted %d (%d bytes), skipped "
+                 "changed %d, errors %d%s", report.run_id, result, c.get("scanned", 0),
+                 c.get("matched", 0), c.get("deleted", 0), c.get("bytesFreed", 0),
+                 c.get("skippedChanged", 0), c.get("errors", 0),
+                 f" — {message}" if message else "")
         report.result = result
         report.message = message
         report.ended = rec.ended
