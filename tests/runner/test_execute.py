@@ -242,3 +242,32 @@ def test_cancel_stops_between_batches_and_closes_the_run(journal: RaftJournal,
     assert "test/cancelled" not in journal.read().runs
     again = Runner(policy=policy, storage=PosixStorage(policy.target), journal=journal).run()  # type: ignore[arg-type]
     assert not again.resumed and again.counters["deleted"] == 20 - r.counters["deleted"]
+
+
+def test_group_that_gains_a_member_after_planning_is_kept_whole(journal: RaftJournal,
+                                                                tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    for i in range(10):  # bigger than one batch of 7: deleted whole across batches
+        make_file(root, f"2025-01-01/part-{i}.tar", age_days=90)
+    for i in range(3):
+        make_file(root, f"2025-02-01/part-{i}.tar", age_days=60)
+        make_file(root, f"2026-11-20/part-{i}.tar", age_days=1)
+    policy = parse_policy(posix_policy(root, "groups", rules={"maxAge": "30d"},
+                                       groupBy={"depth": 1}))
+    inner = PosixStorage(policy.target)  # type: ignore[arg-type]
+
+    class Writer(Hooked):
+        """A backup job adds a part to 2025-02-01 right after the plan was made."""
+
+        def list(self, prefix: str = "") -> Any:
+            if prefix == "2025-02-01":
+                make_file(root, "2025-02-01/part-late.tar", age_days=60)
+            return self.inner.list(prefix)
+
+    r = Runner(policy=policy, storage=Writer(inner), journal=journal, batch_size=7).run()  # type: ignore[arg-type]
+    assert r.result == "Succeeded", r
+    assert not (root / "2025-01-01").exists() or not any((root / "2025-01-01").iterdir())
+    assert sorted(p.name for p in (root / "2025-02-01").iterdir()) == [
+        "part-0.tar", "part-1.tar", "part-2.tar", "part-late.tar"]
+    assert len(list((root / "2026-11-20").iterdir())) == 3
+    assert r.counters["deleted"] == 10 and r.counters["skippedChanged"] == 3

@@ -479,3 +479,18 @@ def test_now_is_the_probe_files_mtime(root: Path, store: PosixStorage) -> None:
     probe = root / ".lethe" / "clock-probe"
     assert probe.exists() and os.stat(probe).st_mtime_ns / 1e9 == t
     assert keys(store) == []
+
+
+def test_list_under_a_prefix_stays_inside_and_never_follows_symlinks(root: Path,
+                                                                     tmp_path: Path) -> None:
+    put(root, "g1/a")
+    put(root, "g1/sub/b")
+    put(root, "g2/c")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    (root / "link").symlink_to(outside)
+    s = PosixStorage(PosixTarget(path=str(root)))
+    assert [e.key for e in s.list(prefix="g1")] == ["g1/a", "g1/sub/b"]
+    assert list(s.list(prefix="link")) == []  # a symlinked "group" lists nothing
+    assert list(s.list(prefix="missing")) == []

@@ -44,6 +44,7 @@ from lethe.journal import (
     RecordIntent,
     RunState,
 )
+from lethe.retention.select import Selector
 from lethe.runner import ledger, manifest
 from lethe.runner.plan import Plan, PlannedEntry, make_plan
 from lethe.spec import Policy
@@ -127,6 +128,7 @@ class Runner:
         self.progress = progress
         self.cancelled = cancelled
         self._manifest_key = policy.manifest.path.strip("/") if policy.manifest else None
+        self._groups_kept = 0  # members of groups kept whole because they changed
 
     # -- entry points -------------------------------------------------------------
 
@@ -280,7 +282,10 @@ class Runner:
         seq = start_seq
         cursor = 0
         try:
-            for chunk in _batches(plan.entries(), self.batch_size):
+            entries = plan.entries()
+            if self.policy.groupBy is not None:
+                entries = self._intact_groups(entries, report)
+            for chunk in _batches(entries, self.batch_size):
                 if self.cancelled():
                     raise _Cancelled
                 self._require_lease(term=term)
@@ -323,6 +328,27 @@ class Runner:
             log.error("run %s stopped: %s", report.run_id, e)
             return
         self._commit_finish(report, "Succeeded", "")
+
+    def _intact_groups(self, entries: Iterator[PlannedEntry], report: RunReport
+                       ) -> Iterator[PlannedEntry]:
+        """Re-list each group just before its members are recorded for deletion; a group
+        that gained, lost or changed a member since planning is kept whole (never half
+        deleted). Holds one group's planned members in memory at a time."""
+        selector = Selector(self.policy.selection)
+        for group, members_iter in itertools.groupby(entries, key=lambda p: p.group):
+            members = list(members_iter)
+            if group is None:
+                yield from members
+                continue
+            planned = {(m.key, m.fingerprint) for m in members}
+            now = {(e.key, e.fingerprint) for e in self.storage.list(prefix=group)
+                   if selector.selected(e.key, e.size)}
+            if now == planned:
+                yield from members
+                continue
+            self._groups_kept += len(members)
+            log.info("run %s: group %s changed since planning (%d planned, %d now); kept "
+                     "whole", report.run_id, group, len(planned), len(now))
 
     def _drain(self, pending: deque[tuple[RecordIntent, Future[int]]],
                completions: deque[Future[int]], report: RunReport, term: int) -> None:
@@ -396,7 +422,8 @@ class Runner:
     def _commit_finish(self, report: RunReport, result: str, message: str) -> None:
         term = self.journal.current_term()
         extra = {"scanned": report.counters.get("scanned", 0),
-                 "matched": report.counters.get("matched", 0)}
+                 "matched": report.counters.get("matched", 0),
+                 "skippedChanged": self._groups_kept}
         self.journal.commit(FinishRun(policy=self.key, run_id=report.run_id, term=term,
                                       result=result, ended=self.clock(), counters=extra,
                                       message=message))

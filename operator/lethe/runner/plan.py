@@ -35,6 +35,7 @@ class PlannedEntry:
     fingerprint: str
     rule: str
     version_id: str | None = None
+    group: str | None = None  # with groupBy: deleted only together with its group
 
     def entry(self) -> Entry:
         return Entry(key=self.key, size=self.size, mtime=self.mtime,
@@ -145,6 +146,6 @@ def _decide_pass(planner: Planner, storage: Storage, plan: Plan, out: TextIO,
             plan.oldest_eligible = e.mtime
         out.write(json.dumps({
             "key": e.key, "size": e.size, "mtime": e.mtime, "fingerprint": e.fingerprint,
-            "rule": d.rule, "version_id": e.version_id,
+            "rule": d.rule, "version_id": e.version_id, "group": d.group,
         }, ensure_ascii=False) + "\n")
     close_group()

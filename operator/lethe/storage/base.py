@@ -91,10 +91,11 @@ class Storage(Protocol):
         """The storage's clock (S3: a response's Date; POSIX: a probe file's mtime)."""
         ...
 
-    def list(self) -> Iterator[Entry]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         """Stream every entry under the target, in a deterministic order, O(1) memory
         per entry (POSIX: per directory). Skips ``.lethe/``, ``.nfs*`` placeholders and
-        subtrees protected by ``.lethe-keep``; never follows symlinks."""
+        subtrees protected by ``.lethe-keep``; never follows symlinks. With ``prefix``
+        (a directory key, e.g. a group), only the entries below ``prefix/``."""
         ...
 
     def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:

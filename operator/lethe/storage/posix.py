@@ -300,7 +300,7 @@ class PosixStorage:
 
     # --- listing -----------------------------------------------------------------
 
-    def list(self) -> Iterator[Entry]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         """Stream regular files depth first (see the module docstring for the order).
 
         Memory is one sorted name list per open level (O(depth × directory
@@ -313,11 +313,23 @@ class PosixStorage:
         self.listing_error_count = 0
         if _has_keep(root_fd):
             return
+        if prefix:
+            # The same safe walk as deletes: O_NOFOLLOW per component, same device,
+            # no .lethe-keep on the way; a missing or unsafe directory lists nothing.
+            walker = _DirWalker(root_fd, dev)
+            try:
+                top = os.dup(walker.open(check_key(prefix).split("/")))
+            except (OSError, _Protected, _OtherDevice):
+                return
+            finally:
+                walker.close()
+            start, at_root = prefix + "/", False
+        else:
+            top, start, at_root = os.dup(root_fd), "", True
         # Stack of (dir fd, key prefix, remaining sorted names reversed).
-        top = os.dup(root_fd)
         stack: builtins.list[tuple[int, str, list[str]]] = []
         try:
-            stack.append((top, "", self._read_dir(top, "", at_root=True)))
+            stack.append((top, start, self._read_dir(top, start, at_root=at_root)))
             while stack:
                 dfd, prefix, names = stack[-1]
                 if not names:

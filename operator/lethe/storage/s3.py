@@ -243,15 +243,16 @@ class S3Storage:
             self.skipped_keys += 1
             return None
 
-    def list(self) -> Iterator[Entry]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         """Stream entries page by page (1,000 per request), in S3 key order."""
         self.skipped_keys = 0
+        full = self.prefix + (check_key(prefix) + "/" if prefix else "")
         try:
             if self.is_versioned():
-                yield from self._list_versioned()
+                yield from self._list_versioned(full)
                 return
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix)
+                Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for obj in page.get("Contents", []):
                     key = self._relative(obj["Key"])
@@ -262,9 +263,9 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing {self.describe()} failed: {_errtext(exc)}") from None
 
-    def _list_versioned(self) -> Iterator[Entry]:
+    def _list_versioned(self, full: str) -> Iterator[Entry]:
         pages = self.client.get_paginator("list_object_versions").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
+            Bucket=self.bucket, Prefix=full)
         for page in pages:
             for v in page.get("Versions", []):
                 if not v.get("IsLatest"):
