@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.fixtures.waiting import wait_for as shared_wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -83,14 +84,8 @@ def kind_config() -> dict[str, Any]:
 
 def wait_for(cond: Callable[[], Any], *, timeout: float, what: str,
              interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    """Kubernetes on kind moves slowly: poll every 2 s."""
+    return shared_wait_for(cond, timeout=timeout, what=what, interval=interval)
 
 
 @dataclass

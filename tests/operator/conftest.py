@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +81,6 @@ def operators(identities: list[str], tmp_path_factory: pytest.TempPathFactory
         yield reps
     finally:
         reps.stop()
-
-
-def wait_for(cond: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition",
-             interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def get(kube: KubeCluster, kind: str, name: str, ns: str) -> dict[str, Any] | None:

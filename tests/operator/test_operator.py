@@ -12,7 +12,8 @@ from typing import Any
 
 from lethe.devenv import LocalReplicas
 from tests.fixtures.kube import KubeCluster
-from tests.operator.conftest import condition, get, wait_for
+from tests.fixtures.waiting import wait_for
+from tests.operator.conftest import condition, get
 
 DAY = 86400
 CJ = "cleanupjobs.lethe.io"

@@ -24,7 +24,14 @@ from lethe.controller import schedule, status
 from lethe.controller.config import OperatorConfig
 from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden
 from lethe.controller.tenancy import check_target
-from lethe.journal import CompleteBatch, FinishRun, Journal, JournalError, SkipSlot
+from lethe.journal import (
+    CompleteBatch,
+    FinishRun,
+    Journal,
+    JournalError,
+    JournalState,
+    SkipSlot,
+)
 from lethe.logs import run_context
 from lethe.metrics import Metrics
 from lethe.runner.execute import LostLeadership, Runner, RunReport, new_run_id
@@ -99,6 +106,9 @@ class Leader:
         #: A run that stopped on an error stays active in the journal; resume it only
         #: after a pause, not every tick.
         self._retry_after: dict[str, float] = {}
+        #: The journal as of this tick's start: read() deep-copies the state, so once
+        #: per tick, not once per object (the journal's CAS guards every start anyway).
+        self._state = JournalState()
 
     # -- the loop --------------------------------------------------------------------
 
@@ -115,10 +125,11 @@ class Leader:
         if not self.journal.lease_valid() or not self.inventory.synced.is_set():
             self._written.clear()  # a future term re-asserts status from scratch
             return
+        self._state = self.journal.read()
         for key, act in list(self._active.items()):
             if act.future.done():
                 del self._active[key]
-                if key in self.journal.read().runs:
+                if key in self._state.runs:
                     self._retry_after[key] = self.clock() + RETRY_SECONDS
         self._resume_interrupted()
         # One object's failure (a 403, a bad status) must not starve the others.
@@ -166,8 +177,12 @@ class Leader:
 
     def _policy_of(self, obj: Mapping[str, Any]) -> Policy:
         meta = obj["metadata"]
+        return self._checked(obj.get("spec"), name=meta["name"], namespace=meta["namespace"])
+
+    def _checked(self, raw: Any, *, name: str, namespace: str, path: str = "spec") -> Policy:
+        """Parse a spec and check its target against the installation (I10)."""
         try:
-            policy = parse_spec(obj.get("spec"), name=meta["name"], namespace=meta["namespace"])
+            policy = parse_spec(raw, name=name, namespace=namespace, path=path)
         except SpecError as e:
             raise _Stall("InvalidSpec", str(e)) from e
         reason = check_target(policy=policy, config=self.config)
@@ -215,9 +230,8 @@ class Leader:
                                 "spec.suspend is true" if policy.suspend else
                                 "no spec.schedule: runs only through CleanupJobs"))})
             return
-        state = self.journal.read()
         due = schedule.due_slot(schedule=policy.schedule, tz=policy.timeZone, now=now,
-                                last_slot=state.last_slot.get(key),
+                                last_slot=self._state.last_slot.get(key),
                                 since=_ts(meta.get("creationTimestamp")),
                                 deadline=self.config.starting_deadline)
         if due.missed and due.last_missed:
@@ -371,17 +385,8 @@ class Leader:
                 raise _Stall("PolicyNotFound", f"spec.policyRef: RetentionPolicy "
                              f"{meta['namespace']}/{ref.get('name')} does not exist")
             return self._policy_of(pol)
-        inline = {"metadata": {"name": f"cleanupjob:{meta['name']}",
-                               "namespace": meta["namespace"]}, "spec": spec.get("policy")}
-        try:
-            policy = parse_spec(inline["spec"], name=f"cleanupjob:{meta['name']}",
-                                namespace=meta["namespace"], path="spec.policy")
-        except SpecError as e:
-            raise _Stall("InvalidSpec", str(e)) from e
-        reason = check_target(policy=policy, config=self.config)
-        if reason:
-            raise _Stall("TargetNotAllowed", reason)
-        return policy
+        return self._checked(spec.get("policy"), name=f"cleanupjob:{meta['name']}",
+                             namespace=meta["namespace"], path="spec.policy")
 
     def _reconcile_job(self, obj: dict[str, Any]) -> None:
         meta, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
@@ -394,7 +399,7 @@ class Leader:
                 self.writer.delete(kind="CleanupJob", namespace=meta["namespace"],
                                    name=meta["name"])
             return
-        record = self.journal.read().jobs.get(uid)
+        record = self._state.jobs.get(uid)
         if record is not None:
             # It ran (exactly once); only its final status patch was lost.
             self._patch("CleanupJob", obj, self._job_final(obj, record.run_id, record.result,
@@ -413,7 +418,7 @@ class Leader:
         key = f"{policy.namespace}/{policy.name}"
         if key in self._active:
             return  # one run per policy at a time: wait for the scheduled run
-        active = self.journal.read().runs.get(key)
+        active = self._state.runs.get(key)
         if active is not None and active.job not in (None, uid):
             return
         fut = self.pool.submit(_logged(self._job_run), obj, policy)
@@ -509,8 +514,7 @@ class Leader:
 
     def _resume_interrupted(self) -> None:
         """Runs the journal says are active but no thread here is executing."""
-        state = self.journal.read()
-        for key, run in state.runs.items():
+        for key, run in self._state.runs.items():
             if key in self._active or self.clock() < self._retry_after.get(key, 0.0):
                 continue
             ns, _, name = key.partition("/")
