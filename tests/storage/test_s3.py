@@ -183,15 +183,17 @@ def test_key_before_sorts_just_below() -> None:
 # --- deleting ----------------------------------------------------------------
 
 
-def test_delete_batch_relists_once_and_deletes_once(store: S3Storage) -> None:
+def test_delete_batch_relists_once_and_deletes_conditionally(store: S3Storage) -> None:
     keys = [f"p/k{i:03d}" for i in range(60)]
     put_many(store, ["p/a-before", "p/zz-after", *keys])
     entries = [e for e in store.list() if e.key.startswith("k")]
     store.client.put_object(Bucket=store.bucket, Key="p/k005", Body=b"changed!")
     store.client.delete_object(Bucket=store.bucket, Key="p/k007")
+    store.check_fenced_deletes()  # the probe, once per storage (tested below)
     calls = Calls(store)
     results = store.delete_batch(entries)
-    assert calls.ops == ["ListObjectsV2", "DeleteObjects"]
+    # one LIST for the whole batch; moto honours If-Match only on DeleteObject
+    assert calls.ops == ["ListObjectsV2"] + ["DeleteObject"] * 58
     by = {r.key: r.outcome for r in results}
     assert [r.key for r in results] == [e.key for e in entries]
     assert by.pop("k005") is Outcome.CHANGED_SKIPPED
@@ -199,14 +201,83 @@ def test_delete_batch_relists_once_and_deletes_once(store: S3Storage) -> None:
     assert set(by.values()) == {Outcome.DELETED}
     left = [e.key for e in store.list()]
     assert left == ["a-before", "k005", "zz-after"]
-    # per-object ETag conditions are sent on unversioned buckets
-    [(_, params)] = [p for p in calls.params if p[0] == "DeleteObjects"]
-    assert all("ETag" in o for o in params["Delete"]["Objects"])
-    assert params["Delete"]["Quiet"] is False
-    assert "BypassGovernanceRetention" not in params
+    sent = [params for op, params in calls.params if op == "DeleteObject"]
+    assert all(p["IfMatch"].startswith('"') for p in sent)
+    assert not any("BypassGovernanceRetention" in p for p in sent)
     # repeat is idempotent
     again = store.delete_batch(entries)
     assert {r.key: r.outcome for r in again}["k000"] is Outcome.ALREADY_GONE
+
+
+def test_probe_finds_the_conditional_delete_the_server_honours(store: S3Storage) -> None:
+    """moto (5.2) ignores the per-object ETag in DeleteObjects but refuses a
+    DeleteObject whose If-Match is stale: the probe must find exactly that."""
+    calls = Calls(store)
+    store.check_fenced_deletes()
+    store.check_fenced_deletes()  # cached
+    assert calls.ops == ["GetBucketVersioning", "PutObject", "DeleteObjects", "PutObject",
+                         "DeleteObject", "DeleteObject"]
+    assert store._delete_mode == "single"
+    probe_key = calls.params[1][1]["Key"]
+    assert probe_key.startswith("p/.lethe/")
+    assert store.client.list_objects_v2(Bucket=store.bucket).get("KeyCount") == 0
+
+
+def test_overwrite_between_relist_and_delete_survives(store: S3Storage) -> None:
+    """The race the chaos trials found (docs/reliability.md): a writer overwrites
+    an object after the batch's re-list and before its delete reaches the
+    server. The overwrite is real (a PUT at that very moment); the delete must
+    be refused and reported, and the new content must survive."""
+    put_many(store, ["p/a", "p/b", "p/c"])
+    entries = list(store.list())
+    store.check_fenced_deletes()
+    raced: list[str] = []
+
+    def overwrite_b(params: dict[str, Any], **kw: Any) -> None:
+        if params["Key"] == "p/b" and not raced:
+            raced.append("x")
+            store.client.put_object(Bucket=store.bucket, Key="p/b", Body=b"written late")
+
+    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", overwrite_b)
+    results = {r.key: r for r in store.delete_batch(entries)}
+    assert raced
+    assert results["a"].outcome is Outcome.DELETED
+    assert results["c"].outcome is Outcome.DELETED
+    assert results["b"].outcome is Outcome.CHANGED_SKIPPED
+    assert "PreconditionFailed" in results["b"].detail
+    assert store.client.get_object(Bucket=store.bucket, Key="p/b")["Body"].read() \
+        == b"written late"
+
+
+def test_server_ignoring_conditions_gets_no_deletes(s3_server: S3Server, s3_bucket: str
+                                                   ) -> None:
+    """A server that accepts If-Match and deletes anyway (MinIO's community
+    edition, minio/minio#21677). moto honours it, so a botocore hook strips the
+    header before sending: the server then really deletes unconditionally, and
+    the probe must notice from what the server did, not from what it said."""
+    store = make(s3_server, s3_bucket)
+    put_many(store, ["p/old"])
+
+    def strip_if_match(request: Any, **kw: Any) -> None:
+        request.headers.pop("If-Match", None)
+
+    store.client.meta.events.register("before-send.s3.DeleteObject", strip_if_match)
+    with pytest.raises(TargetUnavailable) as err:
+        store.check_fenced_deletes()
+    assert err.value.reason == "ConditionalDeletesUnsupported"
+    assert "Enable versioning" in str(err.value) and s3_bucket in str(err.value)
+    results = store.delete_batch(list(store.list()))
+    assert [r.outcome for r in results] == [Outcome.ERROR]
+    assert "not deleting" in results[0].detail
+    assert [e.key for e in store.list()] == ["old"]
+    # versioning makes it safe: deletes then name the listed VersionId
+    store.client.put_bucket_versioning(Bucket=s3_bucket,
+                                       VersioningConfiguration={"Status": "Enabled"})
+    again = make(s3_server, s3_bucket)
+    again.check_fenced_deletes()
+    assert [r.outcome for r in again.delete_batch(list(again.list()))] == [Outcome.DELETED]
+    store.close()
+    again.close()
 
 
 def test_delete_batch_handles_more_than_one_chunk_and_bad_keys(store: S3Storage) -> None:

@@ -148,7 +148,7 @@ class Runner:
         report = RunReport(run_id=run_id, policy=self.key, mode=mode, result="Failed",
                            started=started)
         self._require_lease()
-        now = self._storage_clock(report)
+        now = self._storage_clock(report, enforce=mode != "Plan")
         if now is None:
             log.warning("run %s not started: %s %s", run_id, report.reason, report.message)
             return report
@@ -188,6 +188,7 @@ class Runner:
             return report
         try:
             self.storage.check_ready()
+            self.storage.check_fenced_deletes()
         except StorageError as e:
             report.reason = getattr(e, "reason", "TargetUnreachable")
             report.message = str(e)
@@ -218,9 +219,13 @@ class Runner:
         if term is not None and self.journal.current_term() != term:
             raise LostLeadership(f"term moved past {term}; not acting")
 
-    def _storage_clock(self, report: RunReport) -> float | None:
+    def _storage_clock(self, report: RunReport, *, enforce: bool) -> float | None:
+        """The storage's clock, or ``None`` (reason in ``report``) if the target
+        must not be used now; an Enforce run also needs fenced deletes (I3)."""
         try:
             self.storage.check_ready()
+            if enforce:
+                self.storage.check_fenced_deletes()
             now = self.storage.now()
         except StorageError as e:
             report.reason = getattr(e, "reason", "TargetUnreachable")

@@ -87,6 +87,11 @@ class Storage(Protocol):
         """Raise :class:`TargetUnavailable` unless it is safe to list and delete now."""
         ...
 
+    def check_fenced_deletes(self) -> None:
+        """Raise :class:`TargetUnavailable` unless a delete can be refused for an object
+        changed since it was listed (I3). Called before an Enforce run starts."""
+        ...
+
     def now(self) -> float:
         """The storage's clock (S3: a response's Date; POSIX: a probe file's mtime)."""
         ...

@@ -199,6 +199,10 @@ class PosixStorage:
         """The pinned ``st_dev`` of the root (persist it to detect remounts across runs)."""
         return self._dev
 
+    def check_fenced_deletes(self) -> None:
+        """Always possible here: :meth:`delete_batch` compares each file's
+        fingerprint just before its ``unlinkat`` (see its window)."""
+
     def check_ready(self) -> None:
         """Open the root afresh and verify it: exists, is a directory, same device, sentinel.
 

@@ -21,6 +21,13 @@
   becomes current again (the key reappears with older content); use
   ``noncurrentVersionsMaxAge`` (:meth:`S3Storage.list_noncurrent_versions`) to
   age those out.
+* Unversioned buckets: a delete must be conditional on the ETag seen by the
+  re-list just before it (I3), or an object overwritten in between is deleted.
+  Servers differ, so :meth:`S3Storage.check_fenced_deletes` probes once: AWS
+  and Ceph honour the per-object ``ETag`` in DeleteObjects (one request per
+  1,000 keys); some honour only ``If-Match`` on DeleteObject (moto: one
+  request per key, sent concurrently); some honour neither (MinIO's community
+  edition), and then Lethe refuses to delete there at all: enable versioning.
 * Object lock: a legal hold or retention lock makes the delete fail; that is
   reported as ``LOCKED``. ``BypassGovernanceRetention`` is never sent.
 """
@@ -31,6 +38,7 @@ import builtins
 import email.utils
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
 
@@ -68,6 +76,15 @@ _DENIED: Final = frozenset({"403", "AccessDenied", "AllAccessDisabled", "Invalid
                             "SignatureDoesNotMatch", "AccountProblem"})
 # Codes a server may use for "I do not understand per-object ETag conditions".
 _NO_CONDITIONS: Final = frozenset({"NotImplemented", "MalformedXML", "InvalidArgument"})
+_PRECONDITION: Final = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict",
+                                  "409"})
+_STATUS_CODES: Final = {"403": "AccessDenied", "404": "NoSuchKey", "409":
+                        "ConditionalRequestConflict", "412": "PreconditionFailed"}
+#: An ETag no object has: the probe's delete must fail on a server that checks it.
+_WRONG_ETAG: Final = '"00000000000000000000000000000000"'
+#: Concurrent DeleteObject requests when the server only honours If-Match one key at a time.
+_SINGLE_DELETE_WORKERS: Final = 16
+DeleteMode = Literal["batch", "single", "none"]
 _LOCK_WORDS: Final = ("object lock", "objectlock", "retention", "legal hold", "legalhold",
                       "worm", "locked")
 
@@ -128,25 +145,23 @@ class S3Storage:
     retries. ``access_key``/``secret_key`` of ``None`` mean botocore's default
     chain (environment, web identity/IRSA, instance profile).
 
-    ``conditional_deletes``: on unversioned buckets each DeleteObjects entry
-    also carries the listed ETag, so a server that honours per-object
-    conditions refuses to delete an object overwritten since the re-list
-    (reported ``CHANGED_SKIPPED``). A server that rejects the field is retried
-    without it once, and the option is switched off for this instance.
+    On unversioned buckets every delete carries the ETag the re-list saw, in
+    the form the server honours (see the module docstring); a server that
+    honours none gets no deletes (``ConditionalDeletesUnsupported``).
     """
 
     def __init__(self, target: S3Target, *, access_key: str | None = None,
                  secret_key: str | None = None, client: S3Client | None = None,
                  retry_mode: Literal["standard", "adaptive", "legacy"] = "standard",
                  max_attempts: int = 8,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
-                 conditional_deletes: bool = True) -> None:
+                 connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
         self.target = target
         self.bucket = target.bucket
         self.prefix = target.prefix
         self._internal = target.prefix + INTERNAL_PREFIX
         self._versioned: bool | None = None
-        self._conditional_deletes = conditional_deletes
+        self._delete_mode: DeleteMode | None = None
+        self._pool: ThreadPoolExecutor | None = None
         #: Keys listed but not offered as entries (unsafe relative keys), last :meth:`list`.
         self.skipped_keys = 0
         if client is None:
@@ -154,7 +169,7 @@ class S3Storage:
                 s3={"addressing_style": "path" if target.forcePathStyle else "auto"},
                 retries={"mode": retry_mode, "max_attempts": max_attempts},
                 connect_timeout=connect_timeout, read_timeout=read_timeout,
-                user_agent_extra="lethe",
+                max_pool_connections=_SINGLE_DELETE_WORKERS * 2, user_agent_extra="lethe",
             )
             session = boto3.session.Session()
             # botocore's default (dateutil) parser costs ~140 µs per LastModified, more
@@ -173,6 +188,8 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.client.close()
 
     # --- readiness and clock ---------------------------------------------------
@@ -228,6 +245,58 @@ class S3Storage:
                 status = None
             self._versioned = status in ("Enabled", "Suspended")
         return self._versioned
+
+    def check_fenced_deletes(self) -> None:
+        """Raise :class:`TargetUnavailable` unless a delete here can be refused for
+        an object changed since the re-list (I3): versioned buckets (deletes name a
+        VersionId) or a server that honours ETag conditions on deletes."""
+        if self.is_versioned() or self._conditional_mode() != "none":
+            return
+        raise TargetUnavailable(
+            "ConditionalDeletesUnsupported",
+            f"{self.describe()} ({self.target.endpoint or 'AWS'}) is unversioned and its "
+            "server ignores ETag conditions on DeleteObject and DeleteObjects, so an object "
+            "overwritten just before its delete would be deleted; Lethe deletes nothing "
+            f"there. Enable versioning on bucket {self.bucket!r} (deletes then name a "
+            "VersionId) or use a server with conditional deletes")
+
+    def _conditional_mode(self) -> DeleteMode:
+        """Probe once with a throw-away object under ``.lethe/`` and a wrong ETag:
+        the first form of conditional delete that the server refuses is the one
+        it honours. Believing a server's documentation is not enough: several
+        accept the field and delete anyway."""
+        if self._delete_mode is not None:
+            return self._delete_mode
+        key = self._internal + "probe/conditional-delete"
+        mode: DeleteMode = "none"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lethe probe")
+            try:
+                resp = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": key, "ETag": _WRONG_ETAG}], "Quiet": False})
+                if any(e.get("Code") in _PRECONDITION for e in resp.get("Errors", [])):
+                    mode = "batch"
+            except ClientError as exc:
+                if _code(exc) not in _NO_CONDITIONS:
+                    raise
+            if mode == "none":
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lethe probe")
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=_WRONG_ETAG)
+                except ClientError as exc:
+                    if _code(exc) in _PRECONDITION:
+                        mode = "single"
+                    elif _code(exc) not in _NO_CONDITIONS:
+                        raise
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc, "probing conditional deletes (PutObject/DeleteObject "
+                                    f"of {key})") from None
+        log.info("%s: conditional deletes: %s", self.describe(), {
+            "batch": "per-object ETag in DeleteObjects", "single": "If-Match per DeleteObject",
+            "none": "not honoured"}[mode])
+        self._delete_mode = mode
+        return mode
 
     # --- listing -----------------------------------------------------------------
 
@@ -326,15 +395,14 @@ class S3Storage:
         (``StartAfter`` just below the smallest key, stopping past the
         largest) re-reads every ETag and LastModified without a request per
         object. A missing key is ``ALREADY_GONE``, a different fingerprint
-        ``CHANGED_SKIPPED``. The rest go to **one** DeleteObjects (``Quiet``
-        off, so every key gets a result): by VersionId on versioned buckets,
-        with the ETag as a per-object condition otherwise (see the class).
-
-        The window that remains on an *unversioned* bucket whose server ignores
-        per-object ETag conditions: an object overwritten after the re-list and
-        before DeleteObjects reaches the server (typically milliseconds) is
-        deleted although it changed. Versioned buckets have no such window: the
-        delete names the listed VersionId, and an overwrite is a new version.
+        ``CHANGED_SKIPPED``. The rest are deleted by VersionId on versioned
+        buckets, else on the condition that the ETag is still the one the
+        re-list saw: **one** DeleteObjects (``Quiet`` off, so every key gets a
+        result) where the server honours per-object ETags, one ``If-Match``
+        DeleteObject per key where it honours only that, and not at all where
+        it honours neither. So an object overwritten after the re-list is
+        never deleted: the server refuses (``CHANGED_SKIPPED``), or the delete
+        names the old version and the overwrite is a new one.
 
         A failure of the whole request (network, 5xx after retries, denied)
         yields ``ERROR`` for each entry concerned; nothing is raised.
@@ -368,6 +436,15 @@ class S3Storage:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
         versioned = self.is_versioned()
+        try:
+            mode: DeleteMode = "batch" if versioned else self._conditional_mode()
+        except TargetUnavailable as exc:
+            out.update({i: DeleteResult(e.key, Outcome.ERROR, str(exc)) for i, e, _f in todo})
+            return out
+        if mode == "none":  # never an unconditional delete on an unversioned bucket (I3)
+            msg = "server ignores conditional deletes; not deleting (enable versioning)"
+            out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
+            return out
         to_delete: dict[tuple[str, str | None], list[tuple[int, Entry]]] = {}
         objects: list[ObjectIdentifierTypeDef] = []
         for i, entry, full in todo:
@@ -386,14 +463,16 @@ class S3Storage:
                 obj: ObjectIdentifierTypeDef = {"Key": full}
                 if vid is not None:
                     obj["VersionId"] = vid
-                elif self._conditional_deletes and not versioned:
+                else:
                     obj["ETag"] = seen[0]
                 objects.append(obj)
             to_delete.setdefault(ident, []).append((i, entry))
         if not objects:
             return out
         try:
-            resp = self._delete_objects(objects)
+            resp = self._delete_each(objects) if mode == "single" else \
+                self.client.delete_objects(Bucket=self.bucket,
+                                           Delete={"Objects": objects, "Quiet": False})
         except (ClientError, BotoCoreError) as exc:
             msg = f"DeleteObjects failed: {_errtext(exc)}"
             for group in to_delete.values():
@@ -416,7 +495,7 @@ class S3Storage:
             code, message = err.get("Code", "?"), err.get("Message", "")
             if code in ("NoSuchKey", "NoSuchVersion"):
                 outcome = Outcome.ALREADY_GONE
-            elif code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            elif code in _PRECONDITION:
                 outcome = Outcome.CHANGED_SKIPPED
             elif _is_lock_error(code, message):
                 outcome = Outcome.LOCKED
@@ -428,19 +507,30 @@ class S3Storage:
                         for i, e in group})
         return out
 
-    def _delete_objects(self, objects: builtins.list[ObjectIdentifierTypeDef]) -> Any:
-        try:
-            return self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
-        except ClientError as exc:
-            if not (any("ETag" in o for o in objects) and _code(exc) in _NO_CONDITIONS):
-                raise
-            log.warning("%s: server rejected per-object ETag conditions (%s); deleting "
-                        "without them from now on", self.describe(), _errtext(exc))
-            self._conditional_deletes = False
-            plain: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in objects]
-            return self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": plain, "Quiet": False})
+    def _delete_each(self, objects: builtins.list[ObjectIdentifierTypeDef]) -> dict[str, Any]:
+        """DeleteObject with ``If-Match`` per key, concurrently, answered in
+        DeleteObjects' shape: for servers that check the condition only there."""
+        def one(obj: ObjectIdentifierTypeDef) -> tuple[str, dict[str, str]]:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=obj["Key"],
+                                          IfMatch=obj["ETag"])
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                code = _code(exc)  # a bare status when the server sent no error body
+                return "Errors", {"Key": obj["Key"], "Code": _STATUS_CODES.get(code, code),
+                                  "Message": str(err.get("Message", ""))}
+            except BotoCoreError as exc:
+                return "Errors", {"Key": obj["Key"], "Code": "RequestFailed",
+                                  "Message": _errtext(exc)}
+            return "Deleted", {"Key": obj["Key"]}
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_SINGLE_DELETE_WORKERS,
+                                            thread_name_prefix="s3-delete")
+        resp: dict[str, Any] = {"Deleted": [], "Errors": []}
+        for kind, item in self._pool.map(one, objects):
+            resp[kind].append(item)
+        return resp
 
     # --- versions and uploads ----------------------------------------------------
 
