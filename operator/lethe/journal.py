@@ -25,6 +25,7 @@ from typing import Protocol
 __all__ = [
     "MAX_BATCH",
     "MAX_INFLIGHT",
+    "AdoptIntent",
     "BeginRun",
     "Command",
     "CompleteBatch",
@@ -103,6 +104,20 @@ class RecordIntent:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptIntent:
+    """A new leader takes over a batch an older term left in flight: same keys,
+    same ``seq`` (so the same ledger file), its own term's authority. Keeping the
+    seq matters: the old leader may have been paused after its deletes and write
+    that batch's ledger file late; both then replace one file, never add a second
+    line per key (chaos seed 3004)."""
+
+    policy: str
+    run_id: str
+    seq: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
 class CompleteBatch:
     policy: str
     run_id: str
@@ -131,7 +146,7 @@ class SkipSlot:
     term: int
 
 
-Command = Fence | BeginRun | RecordIntent | CompleteBatch | FinishRun | SkipSlot
+Command = Fence | BeginRun | RecordIntent | AdoptIntent | CompleteBatch | FinishRun | SkipSlot
 
 
 # --- state ------------------------------------------------------------------------
@@ -235,6 +250,15 @@ class JournalState:
                                            entries=cmd.entries, cursor=cmd.cursor)
             run.next_seq += 1
             run.cursor = max(run.cursor, cmd.cursor)
+            return None
+        if isinstance(cmd, AdoptIntent):
+            held = run.inflight.get(cmd.seq)
+            if held is None:
+                return f"batch {cmd.seq} is not in flight"
+            if held.term >= cmd.term:
+                return f"batch {cmd.seq} is already authorised in term {held.term}"
+            run.inflight[cmd.seq] = Intent(seq=cmd.seq, term=cmd.term, index=index,
+                                           entries=held.entries, cursor=held.cursor)
             return None
         if isinstance(cmd, CompleteBatch):
             if cmd.seq not in run.inflight:

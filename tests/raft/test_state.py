@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import pickle
+from typing import get_args
 
 from lethe.journal import (
     HISTORY_PER_POLICY,
     MAX_INFLIGHT,
+    AdoptIntent,
     BeginRun,
+    Command,
     CompleteBatch,
     Fence,
     FinishRun,
     IntentEntry,
     JournalState,
     RecordIntent,
+    SkipSlot,
 )
 from lethe.raft.machine import decode_command, encode_command
 
@@ -94,8 +98,31 @@ def test_codec_round_trips_every_command_with_builtins_only() -> None:
     cmds = [Fence(term=3), BeginRun(policy=P, run_id="r", term=3, started=1.0, now=2.0,
                                     slot="s", job="j", mode="Plan", planned=5),
             intent(0), CompleteBatch(policy=P, run_id="r", seq=0, term=3, counters={"deleted": 2}),
-            FinishRun(policy=P, run_id="r", term=3, result="Failed", ended=3.0, message="x")]
+            FinishRun(policy=P, run_id="r", term=3, result="Failed", ended=3.0, message="x"),
+            SkipSlot(policy=P, slot="2026-01-01T03:00", term=3),
+            AdoptIntent(policy=P, run_id="r", seq=0, term=4)]
+    assert {type(c) for c in cmds} == set(get_args(Command))  # every kind, also new ones
     for cmd in cmds:
         wire = encode_command(cmd)
         assert b"lethe" not in pickle.dumps(wire, 2)  # no class references in the log
         assert decode_command(pickle.loads(pickle.dumps(wire, 2))) == cmd
+
+
+def test_adopt_moves_a_batch_to_the_new_term_keeping_its_seq() -> None:
+    """A new leader finishes an old term's in-flight batch as the same batch (same
+    seq, so the same ledger file), with its own term's authority and index."""
+    s = JournalState()
+    begin(s)
+    assert s.apply(intent(0), index=2) is None
+    assert s.apply(AdoptIntent(policy=P, run_id="r1", seq=1, term=2), index=3) is not None
+    assert s.apply(AdoptIntent(policy=P, run_id="r1", seq=0, term=1), index=4) is not None
+    assert s.apply(AdoptIntent(policy=P, run_id="r1", seq=0, term=2), index=5) is None
+    held = s.runs[P].inflight[0]
+    assert (held.term, held.index, held.entries) == (2, 5, intent(0).entries)
+    assert s.runs[P].next_seq == 1  # no new seq
+    assert s.apply(AdoptIntent(policy=P, run_id="r1", seq=0, term=2), index=6) is not None
+    # the old term can no longer complete it; the new one can
+    assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=0, term=1, counters={}),
+                   index=7) is not None
+    assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=0, term=2, counters={}),
+                   index=8) is None

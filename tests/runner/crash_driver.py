@@ -1,12 +1,13 @@
 """Run ``lethe apply`` in-process and SIGKILL ourselves at a chosen step (crash tests).
 
-usage: crash_driver.py POLICY.yaml STATE_DIR {after-manifest|mid-batch} BATCH
+usage: crash_driver.py POLICY.yaml STATE_DIR {after-manifest|mid-batch|whole-batch} BATCH
 The kill is real: the process dies without cleanup, as a node does on OOM or
 power loss; the test then runs the real CLI on the same state directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -37,6 +38,10 @@ def main(argv: Sequence[str]) -> None:
             if calls[0] == batch:
                 if where == "mid-batch":
                     inner.delete_batch(list(entries)[: len(entries) // 2])
+                elif where == "whole-batch":  # deleted, then gone before its ledger write
+                    results = inner.delete_batch(entries)
+                    with open(os.path.join(state, "zombie.json"), "w") as f:
+                        json.dump([[r.key, r.outcome.value] for r in results], f)
                 os.kill(os.getpid(), signal.SIGKILL)
             calls[0] += 1
             return inner.delete_batch(entries)

@@ -63,3 +63,57 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, where: st
     lines = _ledger(root)
     per_key = Counter(str(x["key"]) for x in lines)
     assert set(per_key) == set(old) and set(per_key.values()) == {1}, per_key
+
+
+def test_late_ledger_write_of_an_old_leader_adds_no_second_line(tmp_path: Path) -> None:
+    """Chaos seed 3004: a leader deleted a batch, was paused before writing its
+    ledger file, the next leader finished the batch (all ``already-gone``), then
+    the old one woke and wrote its file. Each key must still have one line: the
+    resumed batch keeps its seq, so both writes go to the same file, atomically
+    replaced. The crash is real; the late write is the product's own
+    ``ledger.write_batch`` with what the killed process had deleted."""
+    root = tmp_path / "data"
+    old = [f"d{i % 3}/old-{i:03d}.bin" for i in range(30)]
+    for k in old:
+        make_file(root, k, age_days=60)
+    spec = posix_policy(root, "late-ledger", rules={"maxAge": "30d"})
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(spec))
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'operator'}"}
+    crashed = subprocess.run([sys.executable, str(REPO / "tests/runner/crash_driver.py"),
+                              str(policy_file), str(state), "whole-batch", "1"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    zombie = json.loads((state / "zombie.json").read_text())
+    assert {o for _k, o in zombie} == {"deleted"} and len(zombie) == 10
+    done = subprocess.run([*LETHE, "apply", "-f", str(policy_file), "--state-dir", str(state),
+                           "--output", "json"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted"] == len(old)
+    run_dir, = (root / ".lethe/ledger").iterdir()
+    assert sorted(p.name for p in run_dir.iterdir()) == [f"{s:06d}.jsonl" for s in range(3)]
+    resumed = [json.loads(x) for x in (run_dir / "000001.jsonl").read_text().splitlines()]
+    assert {x["key"] for x in resumed} == {k for k, _o in zombie}
+    assert {x["outcome"] for x in resumed} == {"already-gone"}
+    assert {x["term"] for x in resumed} != {1}  # finished under the new term's authority
+
+    # The old leader wakes up and writes its ledger file for that batch, late.
+    from lethe.journal import Intent, IntentEntry
+    from lethe.runner import ledger
+    from lethe.spec import parse_policy
+    from lethe.storage.base import DeleteResult, Outcome
+    from lethe.storage.posix import PosixStorage
+
+    policy = parse_policy(spec)
+    storage = PosixStorage(policy.target)  # type: ignore[arg-type]
+    storage.check_ready()
+    entries = tuple(IntentEntry(key=x["key"], fingerprint=x["fingerprint"], size=x["size"],
+                                rule=x["rule"]) for x in resumed)
+    ledger.write_batch(storage=storage, root=policy.ledgerPath, policy=resumed[0]["policy"],
+                       run_id=resumed[0]["run_id"],
+                       intent=Intent(seq=1, term=1, index=3, entries=entries, cursor=20),
+                       results=[DeleteResult(k, Outcome(o)) for k, o in zombie], when=0.0)
+    per_key = Counter(str(x["key"]) for x in _ledger(root))
+    assert set(per_key) == set(old) and set(per_key.values()) == {1}, per_key

@@ -26,20 +26,16 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, get_args
 
 from pysyncobj import SyncObjConsumer, replicated
 from pysyncobj.transport import TCPTransport
 
 from lethe.journal import (
-    BeginRun,
     Command,
-    CompleteBatch,
     Fence,
-    FinishRun,
     IntentEntry,
     JournalState,
-    RecordIntent,
 )
 
 __all__ = ["JournalMachine", "LeaseTransport", "decode_command", "encode_command"]
@@ -51,8 +47,8 @@ log = logging.getLogger("lethe.raft")
 _MAX_OUTSTANDING = 100_000
 
 
-_COMMAND_TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (Fence, BeginRun, RecordIntent, CompleteBatch, FinishRun)}
+# Every member of the Command union, so a new command cannot be left out (SkipSlot was).
+_COMMAND_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(Command)}
 _FIELDS: dict[str, tuple[str, ...]] = {
     name: tuple(cls.__dataclass_fields__) for name, cls in _COMMAND_TYPES.items()}
 

@@ -34,6 +34,7 @@ from typing import Any
 from lethe.journal import (
     COUNTER_NAMES,
     MAX_BATCH,
+    AdoptIntent,
     BeginRun,
     CompleteBatch,
     FinishRun,
@@ -193,14 +194,13 @@ class Runner:
             report.reason = getattr(e, "reason", "TargetUnreachable")
             report.message = str(e)
             return report  # the run stays active; the next attempt resumes it
-        next_seq = run.next_seq
         for intent in sorted(run.inflight.values(), key=lambda i: i.seq):
-            next_seq = self._finish_inflight(run.run_id, intent, next_seq)
+            self._finish_inflight(run.run_id, intent)
         plan = self._plan(run.now, report)
         if plan is None:
             return report
         try:
-            self._apply(report, plan, start_seq=next_seq)
+            self._apply(report, plan, start_seq=run.next_seq)
         finally:
             plan.discard()
         return report
@@ -397,32 +397,30 @@ class Runner:
                 log.warning("run %s: %s %s: %s", run_id, r.outcome.value, r.key, r.detail)
         return ledger.counts(lines)
 
-    def _finish_inflight(self, run_id: str, intent: Intent, next_seq: int) -> int:
-        """Finish a batch a previous leader left in flight; return the next free seq."""
+    def _finish_inflight(self, run_id: str, intent: Intent) -> None:
+        """Finish a batch a previous leader left in flight.
+
+        If its ledger file exists the batch is done; record its counts. Else
+        delete it again (each key is re-checked: what the old leader deleted is
+        ``already-gone``), under our own term's authority first (never delete
+        under another term's), but as the *same* batch: a late ledger write by
+        a paused old leader then replaces that one file instead of adding lines.
+        """
         term = self.journal.current_term()
         done = ledger.read_batch(storage=self.storage, root=self.policy.ledgerPath,
                                  run_id=run_id, seq=intent.seq)
         if done is not None:
             self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
                                               term=term, counters=ledger.counts(done)))
-            return next_seq
-        if intent.term == term:  # our own batch (a retry in the same term)
-            counters = self._delete_batch(run_id, intent)
-            self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
-                                              term=term, counters=counters))
-            return next_seq
-        # Never delete under another term's authority: record the same keys anew first,
-        # so no key is ever out of the journal while it may still be half-deleted.
-        cmd = RecordIntent(policy=self.key, run_id=run_id, seq=next_seq, term=term,
-                           entries=intent.entries, cursor=intent.cursor)
-        fresh = Intent(seq=next_seq, term=term, index=self.journal.commit(cmd),
-                       entries=intent.entries, cursor=intent.cursor)
+            return
+        if intent.term != term:
+            index = self.journal.commit(AdoptIntent(policy=self.key, run_id=run_id,
+                                                    seq=intent.seq, term=term))
+            intent = Intent(seq=intent.seq, term=term, index=index, entries=intent.entries,
+                            cursor=intent.cursor)
+        counters = self._delete_batch(run_id, intent)
         self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
-                                          term=term, counters={}))
-        counters = self._delete_batch(run_id, fresh)
-        self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=fresh.seq,
                                           term=term, counters=counters))
-        return next_seq + 1
 
     def _commit_finish(self, report: RunReport, result: str, message: str) -> None:
         term = self.journal.current_term()
