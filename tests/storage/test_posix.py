@@ -288,13 +288,118 @@ def test_io_error_on_stat_is_an_error_result(root: Path, store: PosixStorage) ->
     real_stat = os.stat
 
     def eio(path: Any, *a: Any, **kw: Any) -> os.stat_result:
-        if path == "f":
+        if str(path).startswith(".lethe-del-"):
             raise OSError(errno.EIO, "Input/output error")
         return real_stat(path, *a, **kw)
 
     with mock.patch("lethe.storage.posix.os.stat", eio):
         [r] = store.delete_batch(entries)
     assert r.outcome is Outcome.ERROR and "EIO" in r.detail
+    assert (root / "f").exists()
+
+
+def _quarantined(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".lethe-del-*")]
+
+
+def test_write_landing_between_rename_and_check_is_caught(root: Path,
+                                                          store: PosixStorage) -> None:
+    """Chaos seed 4102: a writer overwrote a file between the fingerprint check and
+    the unlink, and the overwrite was deleted. Now the name goes first. The write
+    is real, through a descriptor the writer opened before the delete; only its
+    moment is forced (right after the rename), which real scheduling produces
+    only by chance."""
+    put(root, "d/f", b"old", mtime=1000)
+    put(root, "d/g", b"old", mtime=1000)
+    entries = list(store.list())
+    writer = open(root / "d/f", "r+b")  # noqa: SIM115
+    real_rename = os.rename
+
+    def rename_then_write(src: Any, dst: Any, **kw: Any) -> None:
+        real_rename(src, dst, **kw)
+        if src == "f":
+            writer.write(b"NEW")
+            writer.flush()
+            os.utime(writer.fileno())
+
+    with mock.patch("lethe.storage.posix.os.rename", rename_then_write):
+        results = {r.key: r for r in store.delete_batch(entries)}
+    writer.close()
+    assert results["d/f"].outcome is Outcome.CHANGED_SKIPPED
+    assert results["d/g"].outcome is Outcome.DELETED
+    assert (root / "d/f").read_bytes() == b"NEW"  # back under its own name
+    assert not (root / "d/g").exists()
+    assert _quarantined(root) == []
+    assert keys(store) == ["d/f"]
+
+
+def test_writer_opening_the_path_after_the_rename_gets_enoent(root: Path,
+                                                              store: PosixStorage) -> None:
+    """Once renamed away, an unchanged eligible file is deleted and a writer that
+    opens its path (without O_CREAT, as an in-place overwrite does) fails."""
+    put(root, "f", b"old", mtime=1000)
+    entries = list(store.list())
+    real_rename = os.rename
+    seen: list[int] = []
+
+    def rename_then_open(src: Any, dst: Any, **kw: Any) -> None:
+        real_rename(src, dst, **kw)
+        try:
+            os.open(root / "f", os.O_WRONLY)
+        except FileNotFoundError:
+            seen.append(errno.ENOENT)
+
+    with mock.patch("lethe.storage.posix.os.rename", rename_then_open):
+        [r] = store.delete_batch(entries)
+    assert r.outcome is Outcome.DELETED and seen == [errno.ENOENT]
+
+
+def test_quarantine_left_by_a_crash_is_finished_and_never_listed(root: Path,
+                                                                 store: PosixStorage) -> None:
+    """A crash between the rename and the unlink leaves ``.lethe-del-*``; the
+    resumed batch (same entries) verifies and deletes it; a changed one is put back."""
+    put(root, "d/a", b"a", mtime=1000)
+    put(root, "d/b", b"b", mtime=1000)
+    entries = list(store.list())
+    real_unlink = os.unlink
+
+    def crash(path: Any, *a: Any, **kw: Any) -> None:
+        if str(path).startswith(".lethe-del-"):
+            raise KeyboardInterrupt  # the process dies here
+        real_unlink(path, *a, **kw)
+
+    with mock.patch("lethe.storage.posix.os.unlink", crash), pytest.raises(KeyboardInterrupt):
+        store.delete_batch(entries[:1])
+    [left] = _quarantined(root)
+    assert keys(store) == ["d/b"]  # d/a is neither at its name nor listed
+    with open(left, "ab") as f:  # changed while quarantined: must come back
+        f.write(b"+")
+    results = store.delete_batch(entries)
+    assert [r.outcome for r in results] == [Outcome.CHANGED_SKIPPED, Outcome.DELETED]
+    assert (root / "d/a").read_bytes() == b"a+" and _quarantined(root) == []
+    entries = list(store.list())
+    with mock.patch("lethe.storage.posix.os.unlink", crash), pytest.raises(KeyboardInterrupt):
+        store.delete_batch(entries)
+    assert [r.outcome for r in store.delete_batch(entries)] == [Outcome.DELETED]
+    assert keys(store) == [] and _quarantined(root) == []
+
+
+def test_restore_never_replaces_a_file_created_meanwhile(root: Path,
+                                                         store: PosixStorage) -> None:
+    put(root, "f", b"old", mtime=1000)
+    entries = list(store.list())
+    real_rename = os.rename
+
+    def rename_then_race(src: Any, dst: Any, **kw: Any) -> None:
+        real_rename(src, dst, **kw)
+        os.utime(root / dst)  # the quarantined file changed (a writer's open fd) ...
+        (root / "f").write_bytes(b"brand new")  # ... and someone created f again
+
+    with mock.patch("lethe.storage.posix.os.rename", rename_then_race):
+        [r] = store.delete_batch(entries)
+    assert r.outcome is Outcome.ERROR and "re-created" in r.detail
+    [kept] = _quarantined(root)
+    assert kept.read_bytes() == b"old" and (root / "f").read_bytes() == b"brand new"
 
 
 def test_no_descriptor_leak_over_many_batches(root: Path, store: PosixStorage) -> None:

@@ -17,7 +17,8 @@ Safety model (issue 3, item 1; invariants I3, I6, I10):
   mount) is neither listed nor deleted.
 * **An unmounted export means zero deletes.** With ``sentinel`` set, the file
   must exist in the root or :meth:`~PosixStorage.check_ready` refuses.
-* **Skipped:** NFS silly-rename placeholders (``.nfs*``), the operator's own
+* **Skipped:** NFS silly-rename placeholders (``.nfs*``), files being
+  deleted (``.lethe-del-*``, see :meth:`PosixStorage.delete_batch`), the operator's own
   ``.lethe/`` at the root, and every directory holding a ``.lethe-keep`` file
   together with everything below it.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -69,6 +71,10 @@ ABSENT_TOKEN: Final = "-"
 
 _INTERNAL_DIR: Final = INTERNAL_PREFIX.rstrip("/")
 _NFS_PLACEHOLDER: Final = ".nfs"
+#: A file being deleted is first renamed to this prefix + a hash of its name (see
+#: ``PosixStorage._delete_one``); such names are never listed.
+_QUARANTINE: Final = ".lethe-del-"
+_UNLISTED: Final = (_NFS_PLACEHOLDER, _QUARANTINE)
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
 #: How many listing problems (unreadable directories) are kept for reporting.
@@ -384,7 +390,7 @@ class PosixStorage:
         """Names in the directory, filtered, sorted by bytes, *reversed* (pop() = next)."""
         with os.scandir(dfd) as it:
             names = [e.name for e in it
-                     if not e.name.startswith(_NFS_PLACEHOLDER)
+                     if not e.name.startswith(_UNLISTED)
                      and not (at_root and e.name == _INTERNAL_DIR)]
         names.sort(key=os.fsencode, reverse=True)
         return names
@@ -409,10 +415,15 @@ class PosixStorage:
         (with the errno name) for anything else, including a path component
         that is now a symlink (``ELOOP``/``ENOTDIR``) or on another device.
 
-        The window that remains: between the ``fstatat`` and the ``unlinkat``
-        (microseconds) another process could rename a different file onto the
-        name; POSIX has no conditional unlink. Writers that modify files in
-        place change the mtime and are caught.
+        POSIX has no conditional unlink, so the name is taken away first: the
+        file is renamed to ``.lethe-del-<hash of its name>`` in its directory,
+        *then* checked, then unlinked, or given its name back if it changed
+        (never over a file created meanwhile). Every write that completed
+        before the rename is seen by the check; a writer opening the path
+        afterwards gets ``ENOENT``. What remains is a write through a descriptor
+        opened before the rename and landing after the check: a write to a file
+        being deleted, as with any ``rm``. A crash between rename and unlink
+        leaves the quarantined name, which the resumed batch finishes.
 
         With ``pruneEmptyDirs`` the directories emptied are then removed (see
         :meth:`prune_empty_dirs`). Entries are most efficient in listing order.
@@ -438,8 +449,9 @@ class PosixStorage:
             return DeleteResult(key, Outcome.ERROR, str(exc))
         if key.startswith(INTERNAL_PREFIX):
             return DeleteResult(key, Outcome.ERROR, "refusing to delete the operator's own files")
-        if name.startswith(_NFS_PLACEHOLDER):
-            return DeleteResult(key, Outcome.ERROR, "refusing to delete an NFS placeholder")
+        if name.startswith(_UNLISTED):
+            return DeleteResult(key, Outcome.ERROR, "refusing to delete an NFS placeholder "
+                                "or a file being deleted")
         try:
             dfd = walker.open(parts)
         except FileNotFoundError:
@@ -453,27 +465,72 @@ class PosixStorage:
             hint = (" (a directory was replaced by a symlink or file)"
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR) else "")
             return DeleteResult(key, Outcome.ERROR, f"{_errtext(exc)}{hint}")
+        # Take the name away first, then verify the file we now hold (I3): a writer
+        # that opens the path from here on gets ENOENT, and every write before the
+        # rename shows in the fingerprint. (Stat, then unlink, lost a write landing
+        # between the two: chaos seed 4102.)
+        tmp = _QUARANTINE + hashlib.sha256(os.fsencode(name)).hexdigest()[:20]
         try:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            try:
+                os.rename(name, tmp, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except FileNotFoundError:
+                return DeleteResult(key, Outcome.ALREADY_GONE)
+            except OSError as exc:
+                return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+        except OSError as exc:
+            return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+        # else: an attempt that crashed after its rename left it there; verify it now.
+        try:
+            st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
             return DeleteResult(key, Outcome.ALREADY_GONE)
         except OSError as exc:
-            return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+            return self._restore(dfd, tmp, name, key, Outcome.ERROR, _errtext(exc))
         if not stat.S_ISREG(st.st_mode):
-            return DeleteResult(key, Outcome.CHANGED_SKIPPED, "no longer a regular file")
+            return self._restore(dfd, tmp, name, key, Outcome.CHANGED_SKIPPED,
+                                 "no longer a regular file")
         if st.st_dev != dev:
-            return DeleteResult(key, Outcome.ERROR, "on another filesystem")
+            return self._restore(dfd, tmp, name, key, Outcome.ERROR, "on another filesystem")
         current = fingerprint(st)
         if current != entry.fingerprint:
-            return DeleteResult(key, Outcome.CHANGED_SKIPPED,
-                                f"fingerprint {current} != {entry.fingerprint}")
+            return self._restore(dfd, tmp, name, key, Outcome.CHANGED_SKIPPED,
+                                 f"fingerprint {current} != {entry.fingerprint}")
         try:
-            os.unlink(name, dir_fd=dfd)
+            os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:
             return DeleteResult(key, Outcome.ALREADY_GONE)
         except OSError as exc:
-            return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+            return self._restore(dfd, tmp, name, key, Outcome.ERROR, _errtext(exc))
         return DeleteResult(key, Outcome.DELETED)
+
+    @staticmethod
+    def _restore(dfd: int, tmp: str, name: str, key: str, outcome: Outcome,
+                 detail: str) -> DeleteResult:
+        """Give a file that must not be deleted its name back, never over another file:
+        a hard link fails if the name was re-created meanwhile (then both are kept)."""
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            os.unlink(tmp, dir_fd=dfd)
+        except FileExistsError:
+            return DeleteResult(key, Outcome.ERROR, f"{detail}; {key} was re-created "
+                                f"meanwhile, the old file is kept as {tmp} beside it")
+        except OSError:  # no hard links here (or a directory): rename back if still free
+            try:
+                os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                return DeleteResult(key, Outcome.ERROR, f"{detail}; {key} was re-created "
+                                    f"meanwhile, the old file is kept as {tmp} beside it")
+            except FileNotFoundError:
+                try:
+                    os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except OSError as exc:
+                    return DeleteResult(key, Outcome.ERROR, f"{detail}; could not restore it "
+                                        f"from {tmp}: {_errtext(exc)}")
+            except OSError as exc:
+                return DeleteResult(key, Outcome.ERROR, f"{detail}; left as {tmp}: "
+                                    f"{_errtext(exc)}")
+        return DeleteResult(key, outcome, detail)
 
     def prune_empty_dirs(self, keys: Iterable[str]) -> builtins.list[str]:
         """Remove directories left empty above the given (deleted) keys; return their keys.
