@@ -11,7 +11,7 @@ import builtins
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "ConflictError",
@@ -28,12 +28,15 @@ __all__ = [
 INTERNAL_PREFIX = ".lethe/"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One object as listed. ``fingerprint`` changes whenever the object does.
 
     POSIX: ``"{inode}:{size}:{mtime_ns}"``. S3: ``"{etag}:{last_modified_ns}"``
     (or the VersionId on a versioned bucket, kept in ``version_id`` too).
+
+    A named tuple, not a dataclass: a listing makes one per object, and a frozen
+    dataclass costs about three times as much to construct (measured on the
+    200,000-file benchmark); it is just as immutable.
     """
 
     key: str
@@ -51,8 +54,9 @@ class Outcome(enum.Enum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteResult:
+class DeleteResult(NamedTuple):
+    """One entry's outcome (a named tuple: one per deleted object)."""
+
     key: str
     outcome: Outcome
     detail: str = ""
@@ -144,6 +148,7 @@ def check_key(key: str) -> str:
     """Reject keys that could escape a target root; return the key unchanged."""
     if not key or key.startswith("/") or "\x00" in key:
         raise StorageError(f"refusing key {key!r}: empty, absolute or NUL")
-    if any(part in ("", ".", "..") for part in key.split("/")):
+    parts = key.split("/")  # runs once per deleted object: list membership, at C speed
+    if "" in parts or "." in parts or ".." in parts:
         raise StorageError(f"refusing key {key!r}: empty, '.' or '..' component")
     return key

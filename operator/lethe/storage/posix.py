@@ -45,6 +45,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from operator import attrgetter
 from typing import BinaryIO, Final
 
 from lethe.spec import PosixTarget
@@ -79,6 +80,7 @@ _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
 #: How many listing problems (unreadable directories) are kept for reporting.
 _MAX_LISTING_ERRORS: Final = 100
+_name = attrgetter("name")
 
 
 def fingerprint(st: os.stat_result) -> str:
@@ -118,6 +120,8 @@ class _DirWalker:
         """
         if self.root_protected:
             raise _Protected("")
+        if parts == self._names:  # the same directory as the last call: the usual case
+            return self._fds[-1] if self._fds else self._root_fd
         keep = 0
         while keep < len(self._names) and keep < len(parts) and self._names[keep] == parts[keep]:
             keep += 1
@@ -160,6 +164,22 @@ def _has_keep(dir_fd: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _read_dir(dfd: int, *, at_root: bool) -> list[os.DirEntry[str]]:
+    """Entries of a directory, filtered, in name byte order.
+
+    All-ASCII names (the common case) sort as ``str`` at C speed; otherwise by
+    their bytes, which differs from code-point order for undecodable names.
+    """
+    with os.scandir(dfd) as it:
+        ents = [e for e in it if not e.name.startswith(_UNLISTED)
+                and not (at_root and e.name == _INTERNAL_DIR)]
+    if all(map(str.isascii, map(_name, ents))):
+        ents.sort(key=_name)
+    else:
+        ents.sort(key=lambda e: os.fsencode(e.name))
+    return ents
 
 
 def _split(key: str) -> tuple[list[str], str]:
@@ -336,64 +356,63 @@ class PosixStorage:
             start, at_root = prefix + "/", False
         else:
             top, start, at_root = os.dup(root_fd), "", True
-        # Stack of (dir fd, key prefix, remaining sorted names reversed).
-        stack: builtins.list[tuple[int, str, list[str]]] = []
+        # One pass per directory: getdents (d_type) through os.scandir, then one
+        # fstatat per file through its DirEntry (the same syscall as os.stat, less
+        # Python). Subdirectories are opened O_NOFOLLOW and fstat'ed instead.
+        # Stack of (dir fd, key prefix, iterator over the directory's sorted entries).
+        stack: builtins.list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
+        is_reg, is_dir = stat.S_ISREG, os.DirEntry.is_dir
         try:
-            stack.append((top, start, self._read_dir(top, start, at_root=at_root)))
+            stack.append((top, start, iter(_read_dir(top, at_root=at_root))))
             while stack:
-                dfd, prefix, names = stack[-1]
-                if not names:
+                dfd, base, ents = stack[-1]
+                for ent in ents:
+                    try:  # d_type decides without a syscall unless it is DT_UNKNOWN
+                        if is_dir(ent, follow_symlinks=False):
+                            child = self._open_child(dfd, ent.name, base + ent.name + "/", dev)
+                            if child is None:
+                                continue
+                            stack.append(child)
+                            break  # descend; this directory's iterator resumes afterwards
+                        st = ent.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        self._listing_error(base + ent.name, exc)
+                        continue
+                    # Symlinks, fifos, sockets, devices are never candidates; nor is
+                    # anything on another device (a nested mount).
+                    if is_reg(st.st_mode) and st.st_dev == dev:
+                        yield Entry(base + ent.name, st.st_size, st.st_mtime_ns / 1e9,
+                                    f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+                else:
                     os.close(dfd)
                     stack.pop()
-                    continue
-                name = names.pop()
-                key = prefix + name
-                try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    self._listing_error(key, exc)
-                    continue
-                if st.st_dev != dev:
-                    continue  # nested mount: another filesystem
-                if stat.S_ISREG(st.st_mode):
-                    yield Entry(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9,
-                                fingerprint=fingerprint(st))
-                elif stat.S_ISDIR(st.st_mode):
-                    try:
-                        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue
-                    except OSError as exc:
-                        if exc.errno != errno.ELOOP:  # swapped for a symlink: skip quietly
-                            self._listing_error(key + "/", exc)
-                        continue
-                    try:
-                        cst = os.fstat(cfd)
-                        if cst.st_dev != dev or _has_keep(cfd):
-                            os.close(cfd)
-                            continue
-                        children = self._read_dir(cfd, key + "/", at_root=False)
-                    except OSError as exc:
-                        os.close(cfd)
-                        self._listing_error(key + "/", exc)
-                        continue
-                    stack.append((cfd, key + "/", children))
-                # symlinks, fifos, sockets, devices: never candidates
         finally:
             for dfd, _p, _n in stack:
                 os.close(dfd)
 
-    @staticmethod
-    def _read_dir(dfd: int, prefix: str, *, at_root: bool) -> builtins.list[str]:
-        """Names in the directory, filtered, sorted by bytes, *reversed* (pop() = next)."""
-        with os.scandir(dfd) as it:
-            names = [e.name for e in it
-                     if not e.name.startswith(_UNLISTED)
-                     and not (at_root and e.name == _INTERNAL_DIR)]
-        names.sort(key=os.fsencode, reverse=True)
-        return names
+    def _open_child(self, dfd: int, name: str, base: str, dev: int
+                    ) -> tuple[int, str, Iterator[os.DirEntry[str]]] | None:
+        """A subdirectory to descend into, or ``None``: vanished, swapped for a
+        symlink (``ELOOP``), another device, protected, or unreadable (recorded)."""
+        try:
+            cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # swapped for a symlink: skip quietly
+                self._listing_error(base, exc)
+            return None
+        try:
+            if os.fstat(cfd).st_dev != dev or _has_keep(cfd):
+                os.close(cfd)
+                return None
+            return cfd, base, iter(_read_dir(cfd, at_root=False))
+        except OSError as exc:
+            os.close(cfd)
+            self._listing_error(base, exc)
+            return None
 
     def _listing_error(self, key: str, exc: OSError) -> None:
         self.listing_error_count += 1
