@@ -34,7 +34,7 @@ from lethe.retention.keeplast import NewestKeeper
 from lethe.retention.order import fmt_bytes, fmt_duration, mtime_of, sort_key
 from lethe.retention.select import Selector
 from lethe.retention.sizecap import SizeCap
-from lethe.retention.summary import Decision, Summary, SummaryBuilder
+from lethe.retention.summary import Decision, Summary, SummaryBuilder, Why, reason_text
 from lethe.spec import GroupBy, Policy, Rules, Selection
 from lethe.storage.base import Entry
 
@@ -48,7 +48,7 @@ class PlannerError(RuntimeError):
     """The planner was driven out of order (e.g. ``decide`` before ``seal``)."""
 
 
-_Verdict = tuple[bool, str, str]  # (delete, rule, reason)
+_Verdict = tuple[bool, str, Why]  # (delete, rule, reason or how to write it)
 
 
 class Planner:
@@ -264,23 +264,53 @@ class Planner:
     def _plan_groups(self) -> None:
         for g, rec in self._groups.items():
             if rec.selected_count:
-                rec.delete, rec.rule, rec.reason = self._judge(
+                rec.delete, rec.rule, why = self._judge(
                     g, rec.newest, rec.total, valid=self._group_valid(rec), pass2=False)
+                rec.reason = reason_text(why)
 
     # -- judging -------------------------------------------------------------------------
 
     def _judge(self, item: str, mtime: float, size: int, *, valid: bool,
                pass2: bool) -> _Verdict:
-        """The composition of all rules for one item (see docs/retention.md)."""
+        """The composition of all rules for one item (see docs/retention.md).
+
+        Runs once per listed entry: reasons are returned unformatted (see
+        :data:`~lethe.retention.summary.Why`) and the sort key is computed only
+        for the rules that compare it."""
         r = self.rules
         age = self.now - mtime
         if r.minAge is not None and age < r.minAge:
-            return False, "minAge", (f"younger than minAge {fmt_duration(r.minAge)} "
-                                     f"(age {fmt_duration(age)})")
-        if r.calendar.within is not None and age < r.calendar.within:
-            return False, "keepWithin", (f"younger than keepWithin "
-                                         f"{fmt_duration(r.calendar.within)} "
-                                         f"(age {fmt_duration(age)})")
+            return False, "minAge", (_younger_than_min_age, r.minAge, age)
+        within = r.calendar.within
+        if within is not None and age < within:
+            return False, "keepWithin", (_younger_than_keep_within, within, age)
+        if self._kept_last or self._calendars:
+            keeps = self._keeps(item, mtime)
+            if keeps:
+                return False, keeps[0][0], "; ".join(k[1] for k in keeps)
+        skey: bytes | None = None
+        if pass2 and valid and mtime >= self._newcomer_floor:
+            skey = sort_key(mtime, item)
+            if ((self._keep_last is not None and self._keep_last.would_keep(skey=skey))
+                    or any(c.would_keep(mtime=mtime, skey=skey, item=item)
+                           for c in self._calendars)):
+                return False, "new-since-plan", ("new or changed since planning; a keep rule "
+                                                 "would have kept it, so it stays")
+        if r.maxAge is not None and age > r.maxAge:
+            return True, "maxAge", (_older_than_max_age, r.maxAge, age)
+        cap = self._cap
+        if cap is not None and cap.cutoff is not None and (
+                skey or sort_key(mtime, item)) <= cap.cutoff:
+            return True, "maxTotalSize", (_beyond_max_total_size, cap.cap, age)
+        if self.keep_only:
+            return True, "not-kept", "kept by no keep rule (only keep rules are set)"
+        if not r.deletes_anything():
+            return False, "no-rule", "the rule set is empty: everything is kept"
+        return False, "no-rule", "no deletion rule applies"
+
+    def _keeps(self, item: str, mtime: float) -> list[tuple[str, str]]:
+        """(rule, reason) of each keep rule that keeps ``item`` as sealed after pass 1."""
+        r = self.rules
         keeps: list[tuple[str, str]] = []
         what = "valid items" if self._validity is not None else "items"
         if item in self._kept_last:
@@ -292,27 +322,7 @@ class Planner:
                 keeps.append((c.granularity.rule,
                               f"newest of {unit} {label} ({r.timeZone}), one of the "
                               f"{c.count} most recent {unit}s kept by {c.granularity.rule}"))
-        if keeps:
-            return False, keeps[0][0], "; ".join(k[1] for k in keeps)
-        skey = sort_key(mtime, item)
-        if pass2 and valid and mtime >= self._newcomer_floor and (
-                (self._keep_last is not None and self._keep_last.would_keep(skey=skey))
-                or any(c.would_keep(mtime=mtime, skey=skey, item=item)
-                       for c in self._calendars)):
-            return False, "new-since-plan", ("new or changed since planning; a keep rule "
-                                                 "would have kept it, so it stays")
-        if r.maxAge is not None and age > r.maxAge:
-            return True, "maxAge", (f"older than maxAge {fmt_duration(r.maxAge)} "
-                                    f"(age {fmt_duration(age)})")
-        cap = self._cap
-        if cap is not None and cap.cutoff is not None and skey <= cap.cutoff:
-            return True, "maxTotalSize", (f"oldest beyond maxTotalSize "
-                                          f"{fmt_bytes(cap.cap)} (age {fmt_duration(age)})")
-        if self.keep_only:
-            return True, "not-kept", "kept by no keep rule (only keep rules are set)"
-        if not r.deletes_anything():
-            return False, "no-rule", "the rule set is empty: everything is kept"
-        return False, "no-rule", "no deletion rule applies"
+        return keeps
 
     # -- pass 2 ---------------------------------------------------------------------------
 
@@ -417,6 +427,22 @@ class Planner:
             "summary": self._summary.footprint(),
             "protected": len(self._kept_last) + sum(len(k) for k in self._kept_cal),
         }
+
+
+def _younger_than_min_age(limit: float, age: float) -> str:
+    return f"younger than minAge {fmt_duration(limit)} (age {fmt_duration(age)})"
+
+
+def _younger_than_keep_within(limit: float, age: float) -> str:
+    return f"younger than keepWithin {fmt_duration(limit)} (age {fmt_duration(age)})"
+
+
+def _older_than_max_age(limit: float, age: float) -> str:
+    return f"older than maxAge {fmt_duration(limit)} (age {fmt_duration(age)})"
+
+
+def _beyond_max_total_size(cap: float, age: float) -> str:
+    return f"oldest beyond maxTotalSize {fmt_bytes(int(cap))} (age {fmt_duration(age)})"
 
 
 _CHANGED = ("the group gained, lost or changed a member since planning; "

@@ -8,10 +8,11 @@ entry (its members), bytes per entry. Memory is bounded: one row per rule name
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["RULE_ORDER", "Decision", "RuleStats", "Summary", "SummaryBuilder"]
+__all__ = ["RULE_ORDER", "Decision", "RuleStats", "Summary", "SummaryBuilder", "Why", "reason_text"]
 
 #: Every rule name a decision can carry, in the order reports list them.
 RULE_ORDER: tuple[str, ...] = (
@@ -22,23 +23,42 @@ RULE_ORDER: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+#: A reason, or ``(format, limit, age)`` to write it with: only sampled decisions
+#: are ever read as text, so the planner defers the formatting (two durations
+#: per entry otherwise). A tuple, not a closure, so equal decisions compare equal.
+Why = str | tuple[Callable[[float, float], str], float, float]
+
+
+def reason_text(why: Why) -> str:
+    if isinstance(why, str):
+        return why
+    fmt, limit, age = why
+    return fmt(limit, age)
+
+
+class Decision(NamedTuple):
     """The verdict for one listed entry.
 
     ``rule`` is the deciding rule (see :data:`RULE_ORDER`); ``reason`` says it in
     words with the numbers. ``group`` is the entry's group with ``groupBy``
     (``None`` otherwise): every selected member of a group gets the group's
     decision. ``item`` is what the rules judged (the key, or the group).
+
+    A named tuple (one per listed entry: cheap to build), with the reason kept
+    as ``why`` and formatted only when read.
     """
 
     key: str
     delete: bool
     rule: str
-    reason: str
+    why: Why
     group: str | None = None
     size: int = 0
     item: str = ""
+
+    @property
+    def reason(self) -> str:
+        return reason_text(self.why)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "delete": self.delete, "rule": self.rule,
