@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from json.encoder import encode_basestring as _str
+from typing import NamedTuple
 
 from lethe.journal import Intent
 from lethe.storage.base import DeleteResult, Outcome, Storage
@@ -19,8 +20,9 @@ from lethe.storage.base import DeleteResult, Outcome, Storage
 __all__ = ["LedgerLine", "ledger_key", "read_batch", "read_run", "write_batch"]
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerLine:
+class LedgerLine(NamedTuple):
+    """One line of a ledger file (a named tuple: one per deleted object)."""
+
     key: str
     size: int
     fingerprint: str
@@ -35,12 +37,7 @@ class LedgerLine:
     detail: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({
-            "key": self.key, "size": self.size, "fingerprint": self.fingerprint,
-            "outcome": self.outcome, "rule": self.rule, "policy": self.policy,
-            "run_id": self.run_id, "batch": self.batch, "journal_index": self.journal_index,
-            "term": self.term, "time": self.time, "detail": self.detail,
-        }, ensure_ascii=False, sort_keys=True)
+        return json.dumps(self._asdict(), ensure_ascii=False, sort_keys=True)
 
 
 def ledger_key(*, root: str, run_id: str, seq: int) -> str:
@@ -49,17 +46,32 @@ def ledger_key(*, root: str, run_id: str, seq: int) -> str:
 
 def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent: Intent,
                 results: Iterable[DeleteResult], when: float) -> list[LedgerLine]:
-    """Write (or rewrite) the ledger file of one batch; return its lines."""
+    """Write (or rewrite) the ledger file of one batch; return its lines.
+
+    Each line is exactly :meth:`LedgerLine.to_json`, but formatted here from the
+    batch's shared fields encoded once, not through a dict and an encoder per
+    line: this runs once per deleted object."""
     by_key = {e.key: e for e in intent.entries}
+    # In sort_keys order: batch, detail, fingerprint, journal_index, key, outcome,
+    # policy, rule, run_id, size, term, time.
+    dumps = json.dumps
+    pre = f'{{"batch": {dumps(intent.seq)}, "detail": '
+    index = f', "journal_index": {dumps(intent.index)}, "key": '
+    pol = f', "policy": {_str(policy)}, "rule": '
+    run = f', "run_id": {_str(run_id)}, "size": '
+    end = f', "term": {dumps(intent.term)}, "time": {dumps(when)}}}\n'
     lines = []
+    text = []
     for r in results:
         e = by_key[r.key]
-        lines.append(LedgerLine(
-            key=r.key, size=e.size, fingerprint=e.fingerprint, outcome=r.outcome.value,
-            rule=e.rule, policy=policy, run_id=run_id, batch=intent.seq,
-            journal_index=intent.index, term=intent.term, time=when, detail=r.detail))
-    body = "".join(line.to_json() + "\n" for line in lines).encode()
-    storage.replace_object(ledger_key(root=root, run_id=run_id, seq=intent.seq), body)
+        outcome = r.outcome.value
+        lines.append(LedgerLine(r.key, e.size, e.fingerprint, outcome, e.rule, policy, run_id,
+                                intent.seq, intent.index, intent.term, when, r.detail))
+        text.append(f'{pre}{_str(r.detail)}, "fingerprint": {_str(e.fingerprint)}{index}'
+                    f'{_str(r.key)}, "outcome": {_str(outcome)}{pol}{_str(e.rule)}{run}'
+                    f'{int.__repr__(e.size)}{end}')  # json's own int formatting
+    storage.replace_object(ledger_key(root=root, run_id=run_id, seq=intent.seq),
+                           "".join(text).encode())
     return lines
 
 
@@ -81,17 +93,23 @@ def read_run(*, storage: Storage, root: str, run_id: str | None = None) -> Itera
             yield from _parse(got[0])
 
 
+_GONE = frozenset({Outcome.DELETED.value, Outcome.ALREADY_GONE.value})
+_SKIPPED, _LOCKED = Outcome.CHANGED_SKIPPED.value, Outcome.LOCKED.value
+
+
 def counts(lines: Iterable[LedgerLine]) -> dict[str, int]:
     """Run counters as the status reports them, derived from ledger lines."""
-    c = {"deleted": 0, "bytesFreed": 0, "skippedChanged": 0, "errors": 0, "locked": 0}
-    for line in lines:
-        if line.outcome in (Outcome.DELETED.value, Outcome.ALREADY_GONE.value):
-            c["deleted"] += 1
-            c["bytesFreed"] += line.size
-        elif line.outcome == Outcome.CHANGED_SKIPPED.value:
-            c["skippedChanged"] += 1
-        elif line.outcome == Outcome.LOCKED.value:
-            c["locked"] += 1
+    deleted = freed = skipped = locked = errors = 0
+    for line in lines:  # once per deleted object: no enum lookups in here
+        outcome = line.outcome
+        if outcome in _GONE:
+            deleted += 1
+            freed += line.size
+        elif outcome == _SKIPPED:
+            skipped += 1
+        elif outcome == _LOCKED:
+            locked += 1
         else:
-            c["errors"] += 1
-    return c
+            errors += 1
+    return {"deleted": deleted, "bytesFreed": freed, "skippedChanged": skipped,
+            "errors": errors, "locked": locked}
