@@ -1,24 +1,9 @@
 """Layer 3: the replicated journal over Raft (pysyncobj), kept behind a narrow interface.
 
-Use :class:`RaftJournal` (implements :class:`lethe.journal.Journal`); build one
-from the environment with :func:`discover_from_env` and :func:`resolve_password`.
+Use :class:`lethe.raft.node.RaftJournal` (implements
+:class:`lethe.journal.Journal`); build one from the environment with
+:func:`lethe.raft.discovery.discover_from_env` and
+:func:`lethe.raft.security.resolve_password`. Import from the modules: this
+package imports nothing, so `lethe apply` (a one-node journal) does not pay
+for the operator's HTTP and metrics modules at start-up.
 """
-
-from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings
-from lethe.raft.discovery import Discovery, discover_from_env
-from lethe.raft.node import RaftJournal
-from lethe.raft.security import InsecureRaftRefused, resolve_password
-from lethe.raft.status import RaftMetrics, RaftStatus, render_table
-
-__all__ = [
-    "DEFAULT_TIMINGS",
-    "Discovery",
-    "InsecureRaftRefused",
-    "RaftJournal",
-    "RaftMetrics",
-    "RaftStatus",
-    "RaftTimings",
-    "discover_from_env",
-    "render_table",
-    "resolve_password",
-]

@@ -114,6 +114,13 @@ class RaftJournal:
                              conf=self._conf, consumers=[self._machine], nodeClass=DialNode,
                              transportClass=LeaseTransport)
         self._sync.addOnTickCallback(self._on_tick)
+        if not initial and not join:
+            # A one-node cluster (`lethe apply`, a single replica) campaigns on its
+            # first tick instead of after a random 0.4-0.8 s: the timeout only gives
+            # a live leader's heartbeats the chance to arrive first, and no other
+            # member exists to send any. Raft's safety never rests on timeouts; the
+            # lease of a one-node cluster needs no follower either.
+            self._sync._SyncObj__raftElectionDeadline = 0.0
         self._joiner: threading.Thread | None = None
         if join and remembered is None:
             self._joiner = threading.Thread(target=self._join_loop, name="raft-join",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["PeerStatus", "RaftMetrics", "RaftStatus", "build_status", "render_table"]
 
@@ -113,6 +114,11 @@ class RaftMetrics:
     """Prometheus gauges and a counter; pass a registry in tests to stay isolated."""
 
     def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        # Imported here: the CLI's one-node journal has no metrics, and
+        # prometheus_client (with http.server, wsgiref, email) is a tenth of
+        # `lethe apply`'s start-up.
+        from prometheus_client import Counter, Gauge
+
         kw: dict[str, Any] = {} if registry is None else {"registry": registry}
         self.is_leader = Gauge("lethe_raft_is_leader", "1 if this replica is the Raft leader", **kw)
         self.term = Gauge("lethe_raft_term", "Current Raft term", **kw)

@@ -11,16 +11,21 @@ the globs say (defence in depth: the storage layer already hides them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-
-from wcmatch import glob
 
 from lethe.spec import Selection
 from lethe.storage.base import INTERNAL_PREFIX
 
-__all__ = ["GLOB_FLAGS", "Selector"]
+__all__ = ["Selector"]
 
-GLOB_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
+
+def _compile(patterns: Sequence[str]) -> Any:
+    # wcmatch is imported only when a policy has globs: it is a twentieth of
+    # `lethe apply`'s start-up, and an age-only policy never needs it.
+    from wcmatch import glob
+
+    return glob.compile(list(patterns), flags=glob.GLOBSTAR | glob.DOTGLOB)
 
 
 class Selector:
@@ -29,12 +34,8 @@ class Selector:
     __slots__ = ("_exclude", "_include", "_max", "_min")
 
     def __init__(self, selection: Selection) -> None:
-        self._include: Any = (
-            glob.compile(list(selection.include), flags=GLOB_FLAGS) if selection.include else None
-        )
-        self._exclude: Any = (
-            glob.compile(list(selection.exclude), flags=GLOB_FLAGS) if selection.exclude else None
-        )
+        self._include: Any = _compile(selection.include) if selection.include else None
+        self._exclude: Any = _compile(selection.exclude) if selection.exclude else None
         self._min = selection.minSize
         self._max = selection.maxSize
 
