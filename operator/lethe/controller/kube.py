@@ -15,12 +15,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 __all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "api_message",
-           "load_api"]
+           "api_unavailable", "load_api"]
 
 GROUP = "lethe.io"
 VERSION = "v1alpha1"
@@ -44,6 +45,16 @@ def api_message(e: ApiException) -> str:
         return str(json.loads(e.body or "{}").get("message") or e.reason)
     except (ValueError, AttributeError):
         return str(e.reason)
+
+
+def api_unavailable(exc: BaseException) -> bool:
+    """The API server cannot take requests right now (down, restarting, overloaded):
+    no connection, a timeout, a 5xx or a 429. A transient state to wait out, not a bug
+    to log with a traceback; a 4xx (403, 422 …) is not this."""
+    if isinstance(exc, urllib3.exceptions.HTTPError):  # refused, reset, timed out, TLS
+        return True
+    return isinstance(exc, ApiException) and (exc.status in (0, 429) or
+                                              (exc.status or 0) >= 500)
 
 
 def load_api(kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -109,9 +120,16 @@ class KubeWriter:
         try:
             self.core.create_namespaced_event(meta.get("namespace"), body)
         except ApiException as e:
+            if api_unavailable(e):
+                log.warning("event %s not posted: API server unavailable: HTTP %s", reason,
+                            e.status)
+                return
             # Not fatal to a run, but a missing RBAC rule must be seen: say which.
             log.error("cannot create events (core/v1) in namespace %s: HTTP %s: %s",
                       meta.get("namespace"), e.status, api_message(e))
+        except urllib3.exceptions.HTTPError as e:
+            log.warning("event %s not posted: API server unreachable: %s", reason,
+                        type(e).__name__)
 
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
         """Secret data, decoded; ``None`` if absent. Values are never logged."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from lethe.controller import schedule, status
 from lethe.controller.config import OperatorConfig
-from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden
+from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden, api_unavailable
 from lethe.controller.tenancy import check_target
 from lethe.journal import (
     CompleteBatch,
@@ -46,6 +46,9 @@ log = logging.getLogger("lethe.leader")
 ACK_ANNOTATION = "lethe.io/acknowledge-run"
 PROGRESS_INTERVAL = 3.0  # seconds between progress patches of a CleanupJob
 RETRY_SECONDS = 30.0  # before resuming a run that stopped on an error
+#: Before a new attempt at a run that could not start (target unreachable, access
+#: denied …); each attempt costs requests to the target, an event and status writes.
+START_RETRY_SECONDS = 10.0
 
 
 class Inventory:
@@ -106,6 +109,8 @@ class Leader:
         #: A run that stopped on an error stays active in the journal; resume it only
         #: after a pause, not every tick.
         self._retry_after: dict[str, float] = {}
+        #: Policy key -> no new attempt before this time: its last run could not start.
+        self._start_after: dict[str, float] = {}
         #: The journal as of this tick's start: read() deep-copies the state, so once
         #: per tick, not once per object (the journal's CAS guards every start anyway).
         self._state = JournalState()
@@ -140,8 +145,13 @@ class Leader:
                     reconcile(obj)
                 except NotAllowed:
                     return
-                except Exception:
+                except Exception as e:
                     meta = obj.get("metadata", {})
+                    if api_unavailable(e):  # waited out, not a bug: no traceback per tick
+                        log.warning("reconciling %s %s/%s: API server unavailable (%s); "
+                                    "retrying next tick", kind, meta.get("namespace"),
+                                    meta.get("name"), _brief(e))
+                        continue
                     log.exception("reconciling %s %s/%s failed; retrying next tick", kind,
                                   meta.get("namespace"), meta.get("name"))
 
@@ -158,6 +168,19 @@ class Leader:
         self.writer.patch_status(kind=kind, namespace=meta["namespace"], name=meta["name"],
                                  status=st)
         self._written[ident] = blob
+
+    def _patch_run_status(self, kind: str, obj: Mapping[str, Any], st: dict[str, Any]) -> None:
+        """A run's own status writes must not stop the run: the API server carries the
+        status, not the run. If it cannot take one now, the run goes on; a later tick
+        writes a job's result from the journal (see :meth:`_reconcile_job`)."""
+        try:
+            self._patch(kind, obj, st)
+        except Exception as e:
+            if not api_unavailable(e):
+                raise
+            meta = obj["metadata"]
+            log.warning("status of %s %s/%s not written, the run goes on: API server "
+                        "unavailable (%s)", kind, meta["namespace"], meta["name"], _brief(e))
 
     def _credentials(self, policy: Policy) -> tuple[str, str] | None:
         t = policy.target
@@ -246,7 +269,8 @@ class Leader:
                 except JournalError as e:
                     log.info("could not record missed slot of %s: %s", key, e)
         if due.slot is not None:
-            self._start(obj, policy, slot=due.slot, extra=base)
+            if self.clock() >= self._start_after.get(key, 0.0):
+                self._start(obj, policy, slot=due.slot, extra=base)
             return
         missed = _missed_text(base)
         nxt = schedule.next_run(schedule=policy.schedule, tz=policy.timeZone, now=now)
@@ -285,10 +309,14 @@ class Leader:
             runner = Runner(policy=policy, storage=storage, journal=self.journal,
                             cancelled=cancelled, progress=progress,
                             spool_dir=self.config.data_dir)
-            return runner.run(run_id=run_id, mode=mode, slot=slot, job=job,
-                              waive_brakes=waive_brakes)
+            report = runner.run(run_id=run_id, mode=mode, slot=slot, job=job,
+                                waive_brakes=waive_brakes)
         finally:
             storage.close()
+        if report.ended == 0.0:  # not started: do not try again at every tick
+            self._start_after[f"{policy.namespace}/{policy.name}"] = \
+                self.clock() + START_RETRY_SECONDS
+        return report
 
     def _policy_run(self, obj: dict[str, Any], policy: Policy, slot: str | None,
                     waive_brakes: bool, base: dict[str, Any]) -> None:
@@ -416,8 +444,8 @@ class Leader:
             self.writer.event(obj=obj, reason=s.reason, message=s.message, warning=True)
             return
         key = f"{policy.namespace}/{policy.name}"
-        if key in self._active:
-            return  # one run per policy at a time: wait for the scheduled run
+        if key in self._active or self.clock() < self._start_after.get(key, 0.0):
+            return  # one run per policy at a time; a run that could not start waits
         active = self._state.runs.get(key)
         if active is not None and active.job not in (None, uid):
             return
@@ -457,16 +485,16 @@ class Leader:
             counters = {k: int(info.get(k, 0)) for k in ("scanned", "matched", "deleted",
                                                           "bytesFreed", "skippedChanged",
                                                           "errors")}
-            self._patch("CleanupJob", obj, {"phase": "Running", "runId": run_id,
-                                            "startTime": start, "observedGeneration": gen,
-                                            "progress": f"{info.get('phase')}",
-                                            "counters": counters})
+            self._patch_run_status("CleanupJob", obj, {
+                "phase": "Running", "runId": run_id, "startTime": start,
+                "observedGeneration": gen, "progress": f"{info.get('phase')}",
+                "counters": counters})
 
         with run_context(run_id=run_id, policy=policy.name, namespace=policy.namespace):
             log.info("run %s of CleanupJob %s/%s starting (%s)", run_id, meta["namespace"],
                      meta["name"], mode)
             try:
-                self._patch("CleanupJob", obj, {
+                self._patch_run_status("CleanupJob", obj, {
                     "phase": "Running", "runId": run_id, "startTime": start,
                     "observedGeneration": gen, "progress": "planning",
                     "conditions": status.conditions(
@@ -492,7 +520,7 @@ class Leader:
                 return
             if report.ended == 0.0:
                 # Failed before it began (target unreachable …): nothing journaled, retry later.
-                self._patch("CleanupJob", obj, {
+                self._patch_run_status("CleanupJob", obj, {
                     "phase": "Pending", "observedGeneration": gen, "progress": report.message,
                     "conditions": status.conditions(
                         previous=None, generation=gen, now=self.clock(),
@@ -503,7 +531,7 @@ class Leader:
                                      result=report.result,
                                      seconds=max(0.0, report.ended - report.started),
                                      counters=report.counters, eligible=0, oldest_age=None)
-            self._patch("CleanupJob", obj, self._job_final(
+            self._patch_run_status("CleanupJob", obj, self._job_final(
                 obj, report.run_id, report.result, report.counters,
                 report.message or report.reason, report.ended))
             self.writer.event(obj=obj, reason="RunFinished", message=(
@@ -571,9 +599,17 @@ def _logged(fn: Callable[..., None]) -> Callable[..., None]:
             fn(*args)
         except NotAllowed as e:
             log.info("stopped writing: %s", e)
-        except Exception:
+        except Exception as e:
+            if api_unavailable(e):
+                log.warning("run worker stopped: API server unavailable (%s)", _brief(e))
+                return
             log.exception("run worker failed")
     return run
+
+
+def _brief(exc: BaseException) -> str:
+    """One line about an API failure (urllib3's messages carry the whole URL)."""
+    return f"{type(exc).__name__}: {exc}"[:300].replace("\n", " ")
 
 
 class _Stall(Exception):

@@ -17,18 +17,21 @@ Everything that touches pysyncobj internals lives here and in
   acknowledged (the basis of the lease); (2) a vote guard: a follower that
   heard from a leader less than ``raftMinTimeout`` ago ignores vote requests,
   so no rival can be elected while the leader's lease may still be valid;
-  (3) a log line for every message that fails authentication.
+  (3) a log line for every message that fails authentication; (4) bounds on
+  a connection that has not authenticated yet (see ``LeaseTransport``).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import deque
 from typing import Any, get_args
 
 from pysyncobj import SyncObjConsumer, replicated
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from lethe.journal import (
@@ -38,13 +41,21 @@ from lethe.journal import (
     JournalState,
 )
 
-__all__ = ["JournalMachine", "LeaseTransport", "decode_command", "encode_command"]
+__all__ = ["AUTH_DEADLINE", "MAX_FIRST_FRAME", "JournalMachine", "LeaseTransport",
+           "decode_command", "encode_command"]
 
 log = logging.getLogger("lethe.raft")
 
 #: Unacknowledged heartbeats remembered per peer before we stop trusting the
 #: FIFO pairing of sends and acknowledgements (see ``LeaseTransport``).
 _MAX_OUTSTANDING = 100_000
+#: Seconds an incoming connection may take to send its first, authenticated message.
+#: A peer sends it at once on connecting; pysyncobj itself would wait forever.
+AUTH_DEADLINE = 5.0
+#: Largest first frame accepted before authentication: the first message is a
+#: 32-byte random key (~150 bytes as a Fernet token). pysyncobj would otherwise
+#: buffer whatever length the 4-byte prefix claims (up to 2 GiB) before checking it.
+MAX_FIRST_FRAME = 64 * 1024
 
 
 # Every member of the Command union, so a new command cannot be left out (SkipSlot was).
@@ -192,6 +203,7 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         # may have acknowledged one right before it restarted.
         self._last_leader_contact = time.monotonic()
         self._rejected = 0
+        self._unauthenticated: dict[Any, tuple[float, str]] = {}  # conn -> (since, peer)
         self._votes_ignored = 0
         self._campaign_logged: Any = None
         super().__init__(syncObj, selfNode, otherNodes)
@@ -270,8 +282,48 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
     def _onNewIncomingConnection(self, conn: Any) -> None:
         super()._onNewIncomingConnection(conn)
         if conn.encryptor is not None:
-            conn.encryptor = _AuditingEncryptor(conn.encryptor, peer=_peer_of(conn),
+            peer = _peer_of(conn)
+            conn.encryptor = _AuditingEncryptor(conn.encryptor, peer=peer,
                                                 on_reject=self._count_reject)
+            self._unauthenticated[conn] = (time.monotonic(), peer)
+            self._guard_first_frame(conn, peer)
+
+    def _guard_first_frame(self, conn: Any, peer: str) -> None:
+        """Refuse a first frame that claims more than :data:`MAX_FIRST_FRAME` bytes (or
+        a negative length) at once, instead of buffering it: nothing is unpickled
+        either way, but pysyncobj would keep the connection and its buffer."""
+        parse = conn._TcpConnection__processParseMessage
+
+        def guarded() -> Any:
+            if conn.sendRandKey is None:  # no authenticated message yet
+                buf = conn._TcpConnection__readBuffer
+                if len(buf) >= 4 and not 0 < struct.unpack("i", buf[:4])[0] <= MAX_FIRST_FRAME:
+                    self._drop_unauthenticated(
+                        conn, peer, f"first frame claims {struct.unpack('i', buf[:4])[0]} bytes")
+                    return None
+            return parse()
+
+        # Name-mangled private method, looked up on the instance first.
+        conn._TcpConnection__processParseMessage = guarded
+
+    def _drop_unauthenticated(self, conn: Any, peer: str, why: str) -> None:
+        log.warning("raft: rejected unauthenticated connection from %s (%s); connection "
+                    "dropped, nothing was unpickled", peer, why)
+        self._count_reject()
+        self._unauthenticated.pop(conn, None)
+        conn.disconnect()
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        if not self._unauthenticated:
+            return
+        now = time.monotonic()
+        for conn, (since, peer) in list(self._unauthenticated.items()):
+            if conn.sendRandKey is not None or conn.state != CONNECTION_STATE.CONNECTED:
+                del self._unauthenticated[conn]  # authenticated, or gone
+            elif now - since > AUTH_DEADLINE:
+                self._drop_unauthenticated(
+                    conn, peer, f"no authenticated message within {AUTH_DEADLINE:g}s")
 
     def _count_reject(self) -> None:
         self._rejected += 1

@@ -50,6 +50,7 @@ from lethe.runner import ledger, manifest
 from lethe.runner.plan import Plan, PlannedEntry, make_plan
 from lethe.spec import Policy
 from lethe.storage.base import INTERNAL_PREFIX, Entry, Outcome, Storage, StorageError
+from lethe.storage.clock import ClockSkewError, check_skew
 
 __all__ = ["LostLeadership", "RunReport", "Runner", "new_run_id"]
 
@@ -170,7 +171,13 @@ class Runner:
                 self._commit_finish(report, "Stalled", brake)
                 return report
             if mode == "Plan":
-                report.plan_key = self._publish_plan(run_id, plan)
+                try:
+                    report.plan_key = self._publish_plan(run_id, plan)
+                except StorageError as e:  # e.g. PutObject denied: a reason, not a crash
+                    report.reason = getattr(e, "reason", "StorageError")
+                    log.error("run %s: plan not published: %s", run_id, e)
+                    self._commit_finish(report, "Failed", str(e))
+                    return report
                 self._commit_finish(report, "Planned", "")
                 return report
             self._apply(report, plan, start_seq=0)
@@ -231,12 +238,12 @@ class Runner:
             report.reason = getattr(e, "reason", "TargetUnreachable")
             report.message = str(e)
             return None
-        skew = abs(now - self.clock())
-        if skew > self.policy.safety.maxClockSkew:
+        try:  # the message names the target, the skew, its direction and the bound
+            check_skew(now, self.clock(), self.policy.safety.maxClockSkew,
+                       target=self.storage.describe())
+        except ClockSkewError as e:
             report.reason = "ClockSkew"
-            report.message = (f"storage clock differs from ours by {skew:.0f}s (> "
-                              f"spec.safety.maxClockSkew {self.policy.safety.maxClockSkew}s); "
-                              f"fix NTP on the storage or the nodes")
+            report.message = str(e)
             return None
         return now
 
@@ -326,7 +333,7 @@ class Runner:
         except (manifest.ManifestError, StorageError) as e:
             # Stop before any further delete; what is in flight stays journaled.
             report.reason = "ManifestError" if isinstance(e, manifest.ManifestError) \
-                else "StorageError"
+                else getattr(e, "reason", "StorageError")
             report.message = str(e)
             for _cmd, fut in pending:
                 fut.cancel()

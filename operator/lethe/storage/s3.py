@@ -689,6 +689,8 @@ class S3Storage:
                                                  "404", "ConditionalRequestConflict", "409"):
                 raise ConflictError(f"{self.describe()}{key} changed since it was read "
                                     f"({code}); read it again and retry") from None
+            if code in _DENIED:  # reason AccessDenied: a condition a person can act on
+                raise self._unavailable(exc, f"PutObject of {full}") from None
             raise StorageError(f"writing {self.describe()}{key} failed: "
                                f"{_errtext(exc)}") from None
         except BotoCoreError as exc:
