@@ -64,7 +64,7 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
     text = []
     for r in results:
         e = by_key[r.key]
-        outcome = r.outcome.value
+        outcome = r.outcome._value_  # not .value: an enum property, per deleted object
         lines.append(LedgerLine(r.key, e.size, e.fingerprint, outcome, e.rule, policy, run_id,
                                 intent.seq, intent.index, intent.term, when, r.detail))
         text.append(f'{pre}{_str(r.detail)}, "fingerprint": {_str(e.fingerprint)}{index}'

@@ -356,35 +356,36 @@ class PosixStorage:
             start, at_root = prefix + "/", False
         else:
             top, start, at_root = os.dup(root_fd), "", True
-        # One pass per directory: getdents (d_type) through os.scandir, then one
-        # fstatat per file through its DirEntry (the same syscall as os.stat, less
-        # Python). Subdirectories are opened O_NOFOLLOW and fstat'ed instead.
+        # One pass per directory: getdents through os.scandir, then one fstatat per
+        # name through its DirEntry (the same syscall as os.stat, less Python).
+        # Subdirectories are then opened O_NOFOLLOW and fstat'ed (_open_child).
         # Stack of (dir fd, key prefix, iterator over the directory's sorted entries).
         stack: builtins.list[tuple[int, str, Iterator[os.DirEntry[str]]]] = []
-        is_reg, is_dir = stat.S_ISREG, os.DirEntry.is_dir
+        is_reg, is_dir = stat.S_ISREG, stat.S_ISDIR
         try:
             stack.append((top, start, iter(_read_dir(top, at_root=at_root))))
             while stack:
                 dfd, base, ents = stack[-1]
                 for ent in ents:
-                    try:  # d_type decides without a syscall unless it is DT_UNKNOWN
-                        if is_dir(ent, follow_symlinks=False):
-                            child = self._open_child(dfd, ent.name, base + ent.name + "/", dev)
-                            if child is None:
-                                continue
-                            stack.append(child)
-                            break  # descend; this directory's iterator resumes afterwards
+                    try:
                         st = ent.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
                     except OSError as exc:
                         self._listing_error(base + ent.name, exc)
                         continue
-                    # Symlinks, fifos, sockets, devices are never candidates; nor is
-                    # anything on another device (a nested mount).
-                    if is_reg(st.st_mode) and st.st_dev == dev:
-                        yield Entry(base + ent.name, st.st_size, st.st_mtime_ns / 1e9,
-                                    f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+                    mode = st.st_mode
+                    if is_reg(mode):
+                        if st.st_dev == dev:  # else a nested mount's
+                            size, mtime_ns = st.st_size, st.st_mtime_ns
+                            yield Entry(base + ent.name, size, mtime_ns / 1e9,
+                                        f"{st.st_ino}:{size}:{mtime_ns}")
+                    elif is_dir(mode):
+                        child = self._open_child(dfd, ent.name, base + ent.name + "/", dev)
+                        if child is not None:
+                            stack.append(child)
+                            break  # descend; this directory's iterator resumes afterwards
+                    # symlinks, fifos, sockets, devices: never candidates
                 else:
                     os.close(dfd)
                     stack.pop()
