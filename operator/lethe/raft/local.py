@@ -13,12 +13,21 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from lethe.journal import JournalError
+from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings
 from lethe.raft.node import RaftJournal
 
-__all__ = ["local_journal"]
+__all__ = ["LOCAL_TIMINGS", "local_journal"]
+
+#: pysyncobj applies an entry one tick after it appends it, and a tick with nothing
+#: to read sleeps ``auto_tick_period`` in poll(): every synchronous commit of
+#: the CLI (BeginRun, FinishRun, the last batches) waited up to 50 ms for that
+#: sleep. A one-node cluster has no peer traffic to wait for, so it ticks every
+#: 10 ms; the lease and election timings are the operator's.
+LOCAL_TIMINGS = replace(DEFAULT_TIMINGS, auto_tick_period=0.01)
 
 
 def _free_port() -> int:
@@ -28,11 +37,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_journal(*, data_dir: str | Path, timeout: float = 15.0) -> Iterator[RaftJournal]:
+def local_journal(*, data_dir: str | Path, timeout: float = 15.0,
+                  timings: RaftTimings = LOCAL_TIMINGS) -> Iterator[RaftJournal]:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{_free_port()}"
     journal = RaftJournal(self_address=address, peers=[], password=secrets.token_hex(16),
-                          data_dir=data_dir, bind_address=address)
+                          data_dir=data_dir, bind_address=address, timings=timings)
     try:
         deadline = time.monotonic() + timeout
         while not journal.lease_valid():
