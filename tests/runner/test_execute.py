@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from lethe.runner.execute import Runner
 from lethe.spec import parse_policy
 from lethe.storage.base import DeleteResult, Entry, Storage, StorageError
 from lethe.storage.posix import PosixStorage
-from tests.runner.conftest import make_file, posix_policy
+from tests.runner.conftest import DAY, make_file, posix_policy
 
 
 class Hooked:
@@ -104,6 +106,26 @@ def test_apply_deletes_exactly_the_old_files_with_a_ledger(journal: RaftJournal,
     assert all(x.rule == "maxAge" and x.policy == "test/apply-old" and x.journal_index > 0
                for x in lines)
     assert len({x.batch for x in lines}) == 3  # batches of 7: 7 + 7 + 6
+
+
+def test_names_that_are_not_utf8_are_deleted_and_recorded(journal: RaftJournal,
+                                                          tmp_path: Path) -> None:
+    """A POSIX name is bytes; one that is not UTF-8 must be deleted *and* land in
+    the ledger (the ledger write used to fail after the delete had happened)."""
+    root = tmp_path / "raw"
+    root.mkdir()
+    for raw in (b"bad-\xff.log", "caf\u00e9.log".encode(), b"plain.log"):
+        path = os.path.join(os.fsencode(root), raw)
+        with open(path, "wb") as f:
+            f.write(b"x")
+        os.utime(path, (time.time() - 40 * DAY,) * 2)
+    r = run(journal, root, "raw-names", rules={"maxAge": "30d"})
+    assert r["result"] == "Succeeded" and r["deleted"] == 3 and r["errors"] == 0, r
+    assert tree(root) == set()
+    lines = list(ledger.read_run(storage=PosixStorage(parse_policy(
+        posix_policy(root, "x")).target), root=".lethe/ledger", run_id=r["run_id"]))  # type: ignore[arg-type]
+    assert sorted(os.fsencode(x.key) for x in lines) == sorted(
+        [b"bad-\xff.log", "caf\u00e9.log".encode(), b"plain.log"])
 
 
 def test_changed_file_is_skipped_not_deleted(journal: RaftJournal, media: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring as _str
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import NamedTuple
 
 from lethe.journal import Intent
@@ -42,6 +42,19 @@ class LedgerLine(NamedTuple):
 
 def ledger_key(*, root: str, run_id: str, seq: int) -> str:
     return f"{root.strip('/')}/{run_id}/{seq:06d}.jsonl"
+
+
+def _str(s: str) -> str:
+    """A JSON string, UTF-8 as is; a POSIX name that is not UTF-8 (a key with
+    surrogate escapes, see storage/posix.py) as ``\\udcXX`` escapes, which
+    ``json.loads`` turns back into the same key."""
+    if s.isascii():
+        return encode_basestring(s)
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return encode_basestring_ascii(s)
+    return encode_basestring(s)
 
 
 def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent: Intent,
