@@ -264,7 +264,9 @@ def test_suspend_mid_run_stops_between_batches_then_resume_finishes(
     deleted; resuming lets the next slot finish the job."""
     kube, n = crds_installed, ns(crds_installed, "e2e-suspend")
     client = s3_server.client()
-    keys = [f"s/obj-{i:05d}" for i in range(5000)]
+    # Ten batches: deletes by If-Match DeleteObject, 16 at a time, take ~0.3 s a batch
+    # on moto, and the suspend must land while batches remain.
+    keys = [f"s/obj-{i:05d}" for i in range(10000)]
     _upload(client, s3_bucket, keys)
     kube.kubectl("create", "secret", "generic", "s3", "-n", n,
                  f"--from-literal=AWS_ACCESS_KEY_ID={s3_server.access_key}",
