@@ -171,9 +171,12 @@ def test_brake_holds_until_acknowledged(operators: LocalReplicas,
     kube.kubectl("annotate", "rp", "braked", "-n", n, f"lethe.io/acknowledge-run={run_id}")
     wait_for(lambda: not any(p.exists() for p in old), timeout=60,
              what="deletion after acknowledgement")
+    # Not Reconciling either: while the acknowledged run is in progress, Stalled is
+    # already False but its report (stalledRun cleared) is still to come.
     obj = wait_for(lambda: (o := get(kube, "rp", "braked", n)) and
-                   condition(o, "Stalled")["status"] == "False" and o,  # type: ignore[index]
-                   timeout=30, what="Stalled cleared")
+                   condition(o, "Stalled")["status"] == "False" and  # type: ignore[index]
+                   condition(o, "Reconciling")["status"] == "False" and o,  # type: ignore[index]
+                   timeout=30, what="Stalled cleared and the run reported")
     # The acknowledged run deleted all 20, once (a later minute's slot may already
     # have run and found nothing, so read it from the ledger, not lastRun).
     lines = [json.loads(x) for f in (root / ".lethe/ledger").rglob("*.jsonl")

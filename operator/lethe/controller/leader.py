@@ -30,6 +30,7 @@ from lethe.journal import (
     Journal,
     JournalError,
     JournalState,
+    RunRecord,
     SkipSlot,
 )
 from lethe.logs import run_context
@@ -90,6 +91,7 @@ class _Active:
     namespace: str
     name: str
     generation: int
+    term: int  # the Raft term it started in
 
 
 class Leader:
@@ -134,7 +136,10 @@ class Leader:
         for key, act in list(self._active.items()):
             if act.future.done():
                 del self._active[key]
-                if key in self._state.runs:
+                # Still active in the journal: it stopped on an error, so pause before
+                # resuming it; unless leadership changed since it started (it stopped
+                # for that), then it resumes now, wherever leadership went.
+                if key in self._state.runs and act.term == self.journal.current_term():
                     self._retry_after[key] = self.clock() + RETRY_SECONDS
         self._resume_interrupted()
         # One object's failure (a 403, a bad status) must not starve the others.
@@ -220,10 +225,20 @@ class Leader:
         key = f"{meta['namespace']}/{meta['name']}"
         gen = int(meta.get("generation", 1))
         now = self.clock()
-        if key in self._active:
+        if key in self._active or key in self._state.runs:
+            # Its run (running, or waiting to be resumed) owns the status until it ends:
+            # observedGeneration stays the generation that run began under.
             return
         base = {k: st[k] for k in ("lastRun", "lastPlan", "eligible", "oldestEligibleAge",
                                    "stalledRun", "missedSlots") if k in st}
+        # A run's own report is lost if its leader dies or loses its lease between
+        # FinishRun and that status write (or the run was closed by a later leader):
+        # the journal still has the run, so report it from there (as for CleanupJobs).
+        since = _ts(meta.get("creationTimestamp"))
+        rec = next((r for r in reversed(self._state.history.get(key, ()))
+                    if r.job is None and r.started >= since), None)
+        if rec is not None and rec.run_id > str((base.get("lastRun") or {}).get("id", "")):
+            base["lastRun"] = _record_summary(rec)
         try:
             policy = self._policy_of(obj)
         except _Stall as s:
@@ -283,13 +298,17 @@ class Leader:
                         ready_message=f"next run at {schedule.slot_id(nxt)}", missed=missed)})
 
     def _start(self, obj: dict[str, Any], policy: Policy, *, slot: str | None,
-               waive_brakes: bool = False, extra: Mapping[str, Any] | None = None) -> None:
+               waive_brakes: bool = False, extra: Mapping[str, Any] | None = None,
+               generation: int | None = None) -> None:
+        """Run (or resume) the policy. ``generation`` is the one the run belongs to: a
+        resumed run's may be older than the object's, and then it only stops."""
         key = f"{policy.namespace}/{policy.name}"
-        gen = int(obj["metadata"].get("generation", 1))
+        gen = generation or int(obj["metadata"].get("generation", 1))
         fut = self.pool.submit(_logged(self._policy_run), obj, policy, slot, waive_brakes,
-                               dict(extra or {}))
+                               dict(extra or {}), gen)
         self._active[key] = _Active(future=fut, kind="RetentionPolicy",
-                                    namespace=policy.namespace, name=policy.name, generation=gen)
+                                    namespace=policy.namespace, name=policy.name, generation=gen,
+                                    term=self.journal.current_term())
 
     def _cancelled(self, kind: str, namespace: str, name: str, generation: int
                    ) -> Callable[[], bool]:
@@ -319,9 +338,7 @@ class Leader:
         return report
 
     def _policy_run(self, obj: dict[str, Any], policy: Policy, slot: str | None,
-                    waive_brakes: bool, base: dict[str, Any]) -> None:
-        meta = obj["metadata"]
-        gen = int(meta.get("generation", 1))
+                    waive_brakes: bool, base: dict[str, Any], gen: int) -> None:
         run_id = new_run_id()
         active = self.journal.read().runs.get(f"{policy.namespace}/{policy.name}")
         if active is not None:
@@ -451,7 +468,8 @@ class Leader:
             return
         fut = self.pool.submit(_logged(self._job_run), obj, policy)
         self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
-                                    name=meta["name"], generation=gen)
+                                    name=meta["name"], generation=gen,
+                                    term=self.journal.current_term())
 
     def _job_final(self, obj: Mapping[str, Any], run_id: str, result: str,
                    counters: Mapping[str, int], message: str, ended: float) -> dict[str, Any]:
@@ -549,9 +567,12 @@ class Leader:
             if run.job is not None:
                 job = next((j for j in self.inventory.all("CleanupJob")
                             if j["metadata"]["uid"] == run.job), None)
-                if job is not None:
+                # A job that finished, or whose policy is gone, would never resume it:
+                # without this its run stayed active for ever, holding the policy's key.
+                if job is not None and self._job_runnable(job):
                     self._reconcile_job(job)
                     continue
+                why = "its CleanupJob was deleted or can no longer run"
             else:
                 pol = self.inventory.get("RetentionPolicy", ns, name)
                 if pol is not None:
@@ -560,19 +581,54 @@ class Leader:
                     except _Stall:
                         pass
                     else:
-                        self._start(pol, policy, slot=None)
+                        # Edited while no leader ran it: it resumes only to stop (I8: a
+                        # new spec's brakes, mode and rules are never skipped by a resume).
+                        self._start(pol, policy, slot=None, generation=_run_generation(pol))
                         continue
-            self._abandon(key, run.run_id, list(run.inflight))
+                why = "its RetentionPolicy was deleted or is no longer valid"
+            self._abandon(key, run.run_id, list(run.inflight), why=why)
 
-    def _abandon(self, key: str, run_id: str, inflight: list[int]) -> None:
-        """Its policy or job is gone: close the run in the journal, deleting nothing more."""
+    def _job_runnable(self, job: Mapping[str, Any]) -> bool:
+        if (job.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return False
+        try:
+            self._job_policy(job)
+        except _Stall:
+            return False
+        return True
+
+    def _abandon(self, key: str, run_id: str, inflight: list[int], *, why: str) -> None:
+        """Nothing can run it any more (its object is gone or invalid): close the run in
+        the journal, deleting nothing more."""
         term = self.journal.current_term()
         for seq in inflight:
             self.journal.commit(CompleteBatch(policy=key, run_id=run_id, seq=seq, term=term,
                                               counters={}))
         self.journal.commit(FinishRun(policy=key, run_id=run_id, term=term, result="Aborted",
-                                      ended=self.clock(), message="policy or job deleted"))
-        log.info("abandoned run %s of %s: its object is gone", run_id, key)
+                                      ended=self.clock(), message=why))
+        log.info("abandoned run %s of %s: %s", run_id, key, why)
+
+
+def _record_summary(rec: RunRecord) -> dict[str, Any]:
+    """``status.lastRun`` from the journal's record of a run (no plan details)."""
+    c = rec.counters
+    return status.run_summary({
+        "run_id": rec.run_id, "started": rec.started, "ended": rec.ended,
+        "result": rec.result, "mode": "Plan" if rec.result in ("Planned", "Stalled")
+        else "Enforce", "scanned": c.get("scanned", 0), "matched": c.get("matched", 0),
+        "deleted": c.get("deleted", 0), "bytes_freed": c.get("bytesFreed", 0),
+        "skipped_changed": c.get("skippedChanged", 0), "errors": c.get("errors", 0),
+        "reason": "", "message": rec.message})
+
+
+def _run_generation(obj: Mapping[str, Any]) -> int:
+    """The generation the policy's active run began under. A run writes it to
+    status.observedGeneration before it begins, and nothing else writes that status
+    while the run is active; a status the watch has not delivered yet reads older,
+    which only stops the run (the safe side)."""
+    gen = int(obj["metadata"].get("generation", 1))
+    seen = (obj.get("status") or {}).get("observedGeneration")
+    return seen if isinstance(seen, int) and 0 < seen <= gen else gen
 
 
 def _missed_text(st: Mapping[str, Any]) -> str | None:

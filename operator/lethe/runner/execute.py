@@ -201,8 +201,26 @@ class Runner:
             report.reason = getattr(e, "reason", "TargetUnreachable")
             report.message = str(e)
             return report  # the run stays active; the next attempt resumes it
-        for intent in sorted(run.inflight.values(), key=lambda i: i.seq):
+        inflight = sorted(run.inflight.values(), key=lambda i: i.seq)
+        for n, intent in enumerate(inflight):
+            if self.cancelled() and ledger.read_batch(
+                    storage=self.storage, root=self.policy.ledgerPath, run_id=run.run_id,
+                    seq=intent.seq) is None:
+                # Cancelled (e.g. its policy edited while no leader ran it): stop as
+                # between batches. Batches ran in order, so only this first one without
+                # a ledger file may have begun. Close the later ones first, so that a
+                # failover from here on finds only this one, then finish it.
+                for later in inflight[n + 1:]:
+                    self.journal.commit(CompleteBatch(policy=self.key, run_id=run.run_id,
+                                                      seq=later.seq, counters={},
+                                                      term=self.journal.current_term()))
+                self._finish_inflight(run.run_id, intent)
+                break
             self._finish_inflight(run.run_id, intent)
+        if self.cancelled():
+            self._commit_finish(report, "Aborted", "cancelled between batches (policy "
+                                "deleted, edited or suspended, or job deleted)")
+            return report
         plan = self._plan(run.now, report)
         if plan is None:
             return report
