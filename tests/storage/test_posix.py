@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -41,9 +42,12 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
-@pytest.fixture
-def store(root: Path) -> Iterator[PosixStorage]:
+@pytest.fixture(params=["renameat2", "stat+rename"])
+def store(root: Path, request: pytest.FixtureRequest) -> Iterator[PosixStorage]:
+    """Both quarantine paths: ``renameat2(RENAME_NOREPLACE)``, and the fallback
+    for filesystems that refuse it (set here as if one had answered EINVAL)."""
     s = PosixStorage(PosixTarget(path=str(root)))
+    s._noreplace = request.param == "renameat2"
     s.check_ready()
     yield s
     s.close()
@@ -298,6 +302,21 @@ def test_io_error_on_stat_is_an_error_result(root: Path, store: PosixStorage) ->
     assert (root / "f").exists()
 
 
+@contextlib.contextmanager
+def after_rename(store: PosixStorage, act: Callable[[str, str], None]) -> Iterator[None]:
+    """Run ``act(name, quarantine_name)`` right after each quarantine rename, by
+    either path (``renameat2`` or stat + rename): a real action at a moment that
+    real scheduling hits only by chance."""
+    real = PosixStorage._quarantine
+
+    def wrapped(self: PosixStorage, dfd: int, name: str, tmp: str) -> None:
+        real(self, dfd, name, tmp)
+        act(name, tmp)
+
+    with mock.patch.object(PosixStorage, "_quarantine", wrapped):
+        yield
+
+
 def _quarantined(root: Path) -> list[Path]:
     return [p for p in root.rglob(".lethe-del-*")]
 
@@ -313,16 +332,14 @@ def test_write_landing_between_rename_and_check_is_caught(root: Path,
     put(root, "d/g", b"old", mtime=1000)
     entries = list(store.list())
     writer = open(root / "d/f", "r+b")  # noqa: SIM115
-    real_rename = os.rename
 
-    def rename_then_write(src: Any, dst: Any, **kw: Any) -> None:
-        real_rename(src, dst, **kw)
+    def rename_then_write(src: str, dst: str) -> None:
         if src == "f":
             writer.write(b"NEW")
             writer.flush()
             os.utime(writer.fileno())
 
-    with mock.patch("lethe.storage.posix.os.rename", rename_then_write):
+    with after_rename(store, rename_then_write):
         results = {r.key: r for r in store.delete_batch(entries)}
     writer.close()
     assert results["d/f"].outcome is Outcome.CHANGED_SKIPPED
@@ -339,17 +356,15 @@ def test_writer_opening_the_path_after_the_rename_gets_enoent(root: Path,
     opens its path (without O_CREAT, as an in-place overwrite does) fails."""
     put(root, "f", b"old", mtime=1000)
     entries = list(store.list())
-    real_rename = os.rename
     seen: list[int] = []
 
-    def rename_then_open(src: Any, dst: Any, **kw: Any) -> None:
-        real_rename(src, dst, **kw)
+    def rename_then_open(src: str, dst: str) -> None:
         try:
             os.open(root / "f", os.O_WRONLY)
         except FileNotFoundError:
             seen.append(errno.ENOENT)
 
-    with mock.patch("lethe.storage.posix.os.rename", rename_then_open):
+    with after_rename(store, rename_then_open):
         [r] = store.delete_batch(entries)
     assert r.outcome is Outcome.DELETED and seen == [errno.ENOENT]
 
@@ -388,14 +403,12 @@ def test_restore_never_replaces_a_file_created_meanwhile(root: Path,
                                                          store: PosixStorage) -> None:
     put(root, "f", b"old", mtime=1000)
     entries = list(store.list())
-    real_rename = os.rename
 
-    def rename_then_race(src: Any, dst: Any, **kw: Any) -> None:
-        real_rename(src, dst, **kw)
+    def rename_then_race(src: str, dst: str) -> None:
         os.utime(root / dst)  # the quarantined file changed (a writer's open fd) ...
         (root / "f").write_bytes(b"brand new")  # ... and someone created f again
 
-    with mock.patch("lethe.storage.posix.os.rename", rename_then_race):
+    with after_rename(store, rename_then_race):
         [r] = store.delete_batch(entries)
     assert r.outcome is Outcome.ERROR and "re-created" in r.detail
     [kept] = _quarantined(root)

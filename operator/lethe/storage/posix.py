@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import errno
 import hashlib
 import logging
@@ -81,6 +82,21 @@ _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
 #: How many listing problems (unreadable directories) are kept for reporting.
 _MAX_LISTING_ERRORS: Final = 100
 _name = attrgetter("name")
+_RENAME_NOREPLACE: Final = 1  # linux/fs.h
+
+
+def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's ``renameat2`` (2.28+), or ``None``: ``os.rename`` has no flags."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
 
 
 def fingerprint(st: os.stat_result) -> str:
@@ -209,6 +225,8 @@ class PosixStorage:
         self._root_fd: int | None = None
         #: Directories removed by empty-directory pruning, over this instance's life.
         self.pruned_dirs = 0
+        #: Cleared when the filesystem refuses ``RENAME_NOREPLACE``.
+        self._noreplace = True
         #: ``(key, error)`` of directories the last :meth:`list` could not read
         #: (at most 100 kept; ``listing_error_count`` has the total). Their
         #: contents were not listed, so a runner should report them.
@@ -491,17 +509,13 @@ class PosixStorage:
         # between the two: chaos seed 4102.)
         tmp = _QUARANTINE + hashlib.sha256(os.fsencode(name)).hexdigest()[:20]
         try:
-            os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+            self._quarantine(dfd, name, tmp)
+        except FileExistsError:
+            pass  # an attempt that crashed after its rename left it there: verify it now
         except FileNotFoundError:
-            try:
-                os.rename(name, tmp, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except FileNotFoundError:
-                return DeleteResult(key, Outcome.ALREADY_GONE)
-            except OSError as exc:
-                return DeleteResult(key, Outcome.ERROR, _errtext(exc))
+            return DeleteResult(key, Outcome.ALREADY_GONE)
         except OSError as exc:
             return DeleteResult(key, Outcome.ERROR, _errtext(exc))
-        # else: an attempt that crashed after its rename left it there; verify it now.
         try:
             st = os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -524,6 +538,31 @@ class PosixStorage:
         except OSError as exc:
             return self._restore(dfd, tmp, name, key, Outcome.ERROR, _errtext(exc))
         return DeleteResult(key, Outcome.DELETED)
+
+    def _quarantine(self, dfd: int, name: str, tmp: str) -> None:
+        """Rename ``name`` to ``tmp`` unless ``tmp`` exists (then ``FileExistsError``).
+
+        ``renameat2(RENAME_NOREPLACE)`` does both in one call; where the library
+        or the filesystem lacks it (``EINVAL``: some NFS clients), a ``stat`` of
+        ``tmp`` comes first. Both raise ``FileNotFoundError`` if ``name`` is gone.
+        """
+        if self._noreplace and _renameat2 is not None:
+            if _renameat2(dfd, os.fsencode(name), dfd, os.fsencode(tmp),
+                          _RENAME_NOREPLACE) == 0:
+                return
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:  # gone, or renamed by an attempt that crashed after it
+                os.stat(tmp, dir_fd=dfd, follow_symlinks=False)  # ENOENT: really gone
+                err = errno.EEXIST
+            if err not in (errno.EINVAL, errno.ENOSYS):
+                raise OSError(err, os.strerror(err), name)
+            self._noreplace = False
+        try:
+            os.stat(tmp, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(name, tmp, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), tmp)
 
     @staticmethod
     def _restore(dfd: int, tmp: str, name: str, key: str, outcome: Outcome,
