@@ -6,7 +6,9 @@ tools' notions of "older than 30 days" agree) is generated once into a
 template under ``.cache/bench/posix``. Each trial makes fresh ``cp -a`` copies
 and times both tools on their own copy, alternating which goes first. After
 both ran, the surviving files of the two copies must be the same set.
-``lethe plan`` is timed on a third copy.
+``lethe plan`` is timed on a third copy, and ``bench/posix_floor.py`` (the
+same listing and safe-delete system calls in bare Python, nothing else) on a
+fourth: the floor that any Python implementation of lethe's delete pays.
 """
 
 from __future__ import annotations
@@ -126,6 +128,13 @@ def _lethe(verb: str, work: Path, target: Path, state: str) -> tuple[float, dict
     return r.seconds, report
 
 
+def _floor(target: Path, old: int) -> float:
+    r = run_timed([sys.executable, "-m", "bench.posix_floor", str(target)])
+    if int(r.stdout) != old:
+        raise RuntimeError(f"posix_floor deleted {r.stdout.strip()}, expected {old}")
+    return r.seconds
+
+
 def _find(target: Path) -> float:
     return run_timed(["find", str(target), "-type", "f", "-mtime", "+30", "-delete"]).seconds
 
@@ -200,15 +209,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if report["matched"] != old:
             raise RuntimeError(f"lethe plan matched {report['matched']}, expected {old}")
         shutil.rmtree(c)
+        f = _copy(template, work / "copy-floor")
+        row["python_floor_s"] = _floor(f, old)
+        if survivors(f) != left_a:
+            raise RuntimeError("posix_floor left other files than find")
+        shutil.rmtree(f)
         row["ratio"] = row["lethe_apply_s"] / row["find_s"]
         rows.append(row)
         print(f"  trial {t + 1}/{trials} ({row['order']}): find {row['find_s']:.2f}s, "
               f"lethe apply {row['lethe_apply_s']:.2f}s, plan {row['lethe_plan_s']:.2f}s, "
+              f"python floor {row['python_floor_s']:.2f}s, "
               f"load {row['loadavg']}")
         sys.stdout.flush()
     find_m = median([r["find_s"] for r in rows])
     apply_m = median([r["lethe_apply_s"] for r in rows])
     plan_m = median([r["lethe_plan_s"] for r in rows])
+    floor_m = median([r["python_floor_s"] for r in rows])
     ratio_m = median([r["ratio"] for r in rows])
     print_table(
         f"POSIX: {files:,} files, {old:,} older than 30 days; {trials} trial(s) on "
@@ -216,12 +232,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["tool", "median s", "files deleted/s", "vs find"],
         [["find -mtime +30 -delete", find_m, int(old / find_m), 1.0],
          ["lethe apply (maxAge 30d)", apply_m, int(old / apply_m), apply_m / find_m],
-         ["lethe plan (no delete)", plan_m, "-", plan_m / find_m]])
+         ["lethe plan (no delete)", plan_m, "-", plan_m / find_m],
+         ["python floor (same syscalls)", floor_m, int(old / floor_m), floor_m / find_m]])
     print(f"  median of per-trial ratios lethe/find: {ratio_m:.2f}x (target <= 1.5x: "
           f"{'met' if ratio_m <= 1.5 else 'MISSED'}); survivors identical in every trial")
     result = {"workdir": str(work), "filesystem": _fstype(work), "files": files, "old": old,
               "trials": rows, "median_find_s": find_m,
               "median_lethe_apply_s": apply_m, "median_lethe_plan_s": plan_m,
+              "median_python_floor_s": floor_m,
               "median_ratio_lethe_over_find": ratio_m, "target_ratio": 1.5,
               "target_met": ratio_m <= 1.5}
     write_results("posix-quick" if args.quick else "posix", result)

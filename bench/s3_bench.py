@@ -11,6 +11,13 @@ bucket is listed: every ``old/`` key must be gone and every ``new/`` key left.
 Tools run in a rotating order across trials. Rates are objects deleted per
 second of the tool's wall time (listing and, for lethe, its per-batch
 re-list verification, journal and ledger included).
+
+``--versioned`` runs the same on buckets with versioning enabled. Each tool
+deletes as it does there: lethe removes the listed versions by VersionId,
+1,000 per DeleteObjects (exact, so no condition is needed); rclone, the aws
+CLI and the boto3 loop delete by key, which leaves a delete marker per object.
+On an unversioned bucket moto honours only ``If-Match`` on DeleteObject, so
+lethe there sends one request per object, like the aws CLI (see README).
 """
 
 from __future__ import annotations
@@ -119,11 +126,13 @@ def _keys(kind: str, n: int) -> list[str]:
     return [f"{kind}/d{i // 1000:03d}/obj{i:06d}.dat" for i in range(n)]
 
 
-def populate(server: Server, bucket: str, n_old: int, n_new: int, threads: int
-             ) -> tuple[float, float]:
+def populate(server: Server, bucket: str, n_old: int, n_new: int, threads: int, *,
+             versioned: bool = False) -> tuple[float, float]:
     """Create ``bucket`` with the old set, pause, the new set; return (old end, new start)."""
     c = server.client(pool=threads * 2)
     c.create_bucket(Bucket=bucket)
+    if versioned:
+        c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
     def put(key: str) -> None:
         c.put_object(Bucket=bucket, Key=key, Body=b"%d\n" % len(key))
@@ -148,9 +157,13 @@ def verify_and_drop(server: Server, bucket: str, n_new: int) -> tuple[int, int]:
             left.append(k)
             old += k.startswith("old/")
             new += k.startswith("new/")
-    for i in range(0, len(left), 1000):
-        c.delete_objects(Bucket=bucket, Delete={
-            "Objects": [{"Key": k} for k in left[i:i + 1000]], "Quiet": True})
+    # Every version and delete marker (a versioned bucket must be empty of them too).
+    versions: list[dict[str, str]] = []
+    for page in c.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                     for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+    for i in range(0, len(versions), 1000):
+        c.delete_objects(Bucket=bucket, Delete={"Objects": versions[i:i + 1000], "Quiet": True})
     c.delete_bucket(Bucket=bucket)
     if old or new != n_new:
         raise RuntimeError(f"{bucket}: {old} old objects left (want 0), {new} new (want {n_new})")
@@ -257,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--keep", type=int, default=None, help="objects to keep (1,000)")
     ap.add_argument("--trials", type=int, default=None, help="rounds over all tools (1)")
     ap.add_argument("--threads", type=int, default=16, help="upload threads")
+    ap.add_argument("--versioned", action="store_true", help="buckets with versioning enabled")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma-separated subset of {','.join(LABELS)}")
     ap.add_argument("--boto3-loop", nargs=3, metavar=("BUCKET", "ENDPOINT", "AGE"),
@@ -288,7 +302,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for tool in order:
                     bucket = f"bench-{tool}-{t}-{int(time.time())}"
                     t0 = time.perf_counter()
-                    old_end, new_start = populate(server, bucket, n_old, n_new, args.threads)
+                    old_end, new_start = populate(server, bucket, n_old, n_new, args.threads,
+                                                  versioned=args.versioned)
                     pop_s = time.perf_counter() - t0
                     age = _min_age(old_end, new_start)
                     load = round(os.getloadavg()[0], 2)
@@ -316,7 +331,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         vs = lethe_rate / rate[tool] if lethe_rate and tool != "lethe" else None
         rows.append([LABELS[tool], med[tool], round(rate[tool], 1),
                      "-" if vs is None else f"{vs:.2f}x"])
-    print_table(f"S3 (moto, loopback): delete {n_old:,} of {n_old + n_new:,} objects; "
+    kind = "versioned buckets" if args.versioned else "unversioned buckets"
+    print_table(f"S3 (moto, loopback, {kind}): delete {n_old:,} of {n_old + n_new:,} objects; "
                 f"{trials} trial(s)", ["tool", "median s", "objects/s", "lethe speed-up"], rows)
     targets = {"rclone": 3.0, "awscli": 5.0}
     met: dict[str, bool] = {}
@@ -328,8 +344,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{'met' if got >= want else 'MISSED'})")
     result = {"objects_deleted": n_old, "objects_kept": n_new, "trials": trials, "runs": runs,
               "median_seconds": med, "objects_per_s": rate, "targets": targets,
-              "target_met": met, "skipped_tools": skipped}
-    write_results("s3-quick" if args.quick else "s3", result)
+              "target_met": met, "skipped_tools": skipped, "versioned": args.versioned}
+    write_results(("s3-versioned" if args.versioned else "s3") + ("-quick" if args.quick else ""),
+                  result)
     return result
 
 
