@@ -1,8 +1,10 @@
 """``python -m bench`` (``make bench``): every benchmark in sequence.
 
-posix (lethe vs find), s3 (lethe vs rclone, aws CLI, boto3 loop), memory
-(peak RSS of a plan), and raft if ``bench/raft_bench.py`` exists. Each prints
-a table and writes ``bench/results/<name>.json``.
+posix (lethe vs find), s3 (lethe vs rclone, aws CLI, boto3 loop on moto, an
+unversioned bucket), s3-versioned (the same on a versioned bucket), s3-minio
+(the same on MinIO, versioned), memory (peak RSS of a plan), and raft if
+``bench/raft_bench.py`` exists. Each prints a table and writes
+``bench/results/<name>.json``.
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ from typing import Any
 
 from bench import _common  # noqa: F401  (puts operator/ on sys.path)
 
-NAMES = ("posix", "s3", "memory", "raft")
+#: name -> (module bench.<module>_bench, its arguments)
+BENCHES: dict[str, tuple[str, list[str]]] = {
+    "posix": ("posix", []), "s3": ("s3", []), "s3-versioned": ("s3", ["--versioned"]),
+    "s3-minio": ("s3", ["--server", "minio", "--versioned"]), "memory": ("memory", []),
+    "raft": ("raft", [])}
+NAMES = tuple(BENCHES)
 
 
 def _run(name: str, quick: bool) -> None:
     """Run one benchmark's ``main``; a non-zero int return is a failure."""
-    module = importlib.import_module(f"bench.{name}_bench")
+    module_name, extra = BENCHES[name]
+    module = importlib.import_module(f"bench.{module_name}_bench")
     entry: Callable[..., Any] = module.main
-    argv = ["--quick"] if quick else []
+    argv = [*extra, "--quick"] if quick else list(extra)
     if quick and name == "raft":  # owned elsewhere: use the options it has
         source = inspect.getsource(module)
         argv = ["--quick"] if "--quick" in source else (

@@ -1,6 +1,9 @@
 """S3: ``lethe apply`` against ``rclone delete``, ``aws s3 rm`` and a bare boto3 loop.
 
-All on moto's S3 server on loopback. moto cannot backdate ``LastModified``, so
+On moto's S3 server on loopback by default, or on MinIO (``--server minio``,
+built by ``make bench`` from the Go module proxy into ``.cache/bench/bin``;
+with ``--versioned`` only: MinIO honours no conditional delete, so lethe
+refuses to delete from its unversioned buckets). Neither can backdate ``LastModified``, so
 each tool gets a fresh bucket populated the same way: ``old/…`` objects (the
 ones to delete), a pause of ``GAP`` seconds, then ``new/…`` objects (the ones
 to keep). The age threshold handed to lethe (``maxAge: Ns``), rclone
@@ -63,6 +66,10 @@ __all__ = ["main"]
 ACCESS, SECRET, REGION = "bench-access", "bench-secret", "us-east-1"
 GAP = 12.0  # seconds between the old and the new set
 AWSCLI_VENV = CACHE_DIR / "awscli-venv"
+MINIO = CACHE_DIR / "bin" / "minio"
+#: What ``make bench`` builds (``GOBIN=.cache/bench/bin go install …``): the last
+#: community source on the module proxy.
+MINIO_MODULE = "github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 TOOLS = ("lethe", "rclone", "awscli", "boto3")
 LABELS = {"lethe": "lethe apply", "rclone": "rclone delete --min-age",
           "rclone-servertime": "rclone delete --min-age --use-server-modtime",
@@ -89,28 +96,24 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[Server]:
-    """moto's server mode on a free loopback port (as tests/fixtures/s3.py does)."""
-    port = _free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def _serving(cmd: list[str], *, env: dict[str, str], port: int, probe: str,
+             name: str) -> Iterator[Server]:
+    """Run ``cmd`` until the block ends; yield once ``probe`` (a path) answers."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {proc.returncode}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}")
             try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                with urllib.request.urlopen(endpoint + probe, timeout=1):
                     break
             except urllib.error.HTTPError:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not answer within 60s") from None
+                    raise RuntimeError(f"{name} did not answer within 60s") from None
                 time.sleep(0.2)
         yield Server(endpoint, proc)
     finally:
@@ -120,6 +123,36 @@ def moto_server() -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[Server]:
+    """moto's server mode on a free loopback port (as tests/fixtures/s3.py does)."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with _serving([*cmd, "-H", "127.0.0.1", "-p", str(port)], env=env, port=port,
+                  probe="/moto-api/", name="moto_server") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def minio_server() -> Iterator[Server]:
+    """MinIO on a free loopback port, one drive in a temporary directory on disk
+    (MinIO wants O_DIRECT, which tmpfs lacks)."""
+    port = _free_port()
+    data = tempfile.mkdtemp(prefix="lethe-minio-", dir=CACHE_DIR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MINIO_"))}
+    env.update({"MINIO_ROOT_USER": ACCESS, "MINIO_ROOT_PASSWORD": SECRET,
+                "MINIO_BROWSER": "off"})
+    try:
+        with _serving([str(MINIO), "server", data, "--quiet", "--address",
+                       f"127.0.0.1:{port}"], env=env, port=port,
+                      probe="/minio/health/live", name="minio") as server:
+            yield server
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _keys(kind: str, n: int) -> list[str]:
@@ -271,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--trials", type=int, default=None, help="rounds over all tools (1)")
     ap.add_argument("--threads", type=int, default=16, help="upload threads")
     ap.add_argument("--versioned", action="store_true", help="buckets with versioning enabled")
+    ap.add_argument("--server", choices=("moto", "minio"), default="moto")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma-separated subset of {','.join(LABELS)}")
     ap.add_argument("--boto3-loop", nargs=3, metavar=("BUCKET", "ENDPOINT", "AGE"),
@@ -279,6 +313,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.boto3_loop:
         boto3_loop(args.boto3_loop[0], args.boto3_loop[1], int(args.boto3_loop[2]))
         return {}
+    if args.server == "minio" and not MINIO.exists():
+        print(f"  skipping: {MINIO} not built (GOBIN={MINIO.parent} go install {MINIO_MODULE})")
+        return {}
+    if args.server == "minio" and not args.versioned:
+        raise SystemExit("--server minio needs --versioned: MinIO honours no conditional "
+                         "delete, so lethe refuses to delete from its unversioned buckets")
     n_old = args.objects or (2_000 if args.quick else 20_000)
     n_new = args.keep or (200 if args.quick else 1_000)
     trials = args.trials or 1
@@ -296,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "boto3": run_boto3,
     }
     try:
-        with moto_server() as server:
+        with (minio_server() if args.server == "minio" else moto_server()) as server:
             for t in range(trials):
                 order = tools[t % len(tools):] + tools[:t % len(tools)]
                 for tool in order:
@@ -332,8 +372,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append([LABELS[tool], med[tool], round(rate[tool], 1),
                      "-" if vs is None else f"{vs:.2f}x"])
     kind = "versioned buckets" if args.versioned else "unversioned buckets"
-    print_table(f"S3 (moto, loopback, {kind}): delete {n_old:,} of {n_old + n_new:,} objects; "
-                f"{trials} trial(s)", ["tool", "median s", "objects/s", "lethe speed-up"], rows)
+    print_table(f"S3 ({args.server}, loopback, {kind}): delete {n_old:,} of "
+                f"{n_old + n_new:,} objects; {trials} trial(s)",
+                ["tool", "median s", "objects/s", "lethe speed-up"], rows)
     targets = {"rclone": 3.0, "awscli": 5.0}
     met: dict[str, bool] = {}
     for tool, want in targets.items():
@@ -344,9 +385,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{'met' if got >= want else 'MISSED'})")
     result = {"objects_deleted": n_old, "objects_kept": n_new, "trials": trials, "runs": runs,
               "median_seconds": med, "objects_per_s": rate, "targets": targets,
-              "target_met": met, "skipped_tools": skipped, "versioned": args.versioned}
-    write_results(("s3-versioned" if args.versioned else "s3") + ("-quick" if args.quick else ""),
-                  result)
+              "target_met": met, "skipped_tools": skipped, "versioned": args.versioned,
+              "server": args.server}
+    name = "s3" + ("-minio" if args.server == "minio" else "") + (
+        "-versioned" if args.versioned else "") + ("-quick" if args.quick else "")
+    write_results(name, result)
     return result
 
 
