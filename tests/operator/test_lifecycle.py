@@ -442,3 +442,48 @@ def test_policy_deleted_mid_run_is_cancelled_cleanly(
     assert not errors, errors
     assert not tracebacks(operators)
     assert all(r.get("/healthz")[0] == 200 for r in operators.replicas)
+
+
+# -- 4. the policy of a CleanupJob edited mid-run --------------------------------------
+
+
+def test_policy_ref_job_stops_when_its_policy_is_edited(
+        operators: LocalReplicas, crds_installed: KubeCluster, s3_server: Any,
+        s3_bucket: str) -> None:
+    """A CleanupJob with ``policyRef`` runs the policy as it was when the run began
+    (``status.policyGeneration``). Editing the policy mid-run (a ``keepLast`` that
+    keeps every object) stops the job's run between batches, and the job ends
+    Failed with its run Aborted: nothing more is deleted for the old spec."""
+    kube, n = crds_installed, ns(crds_installed, "e2e-job-edit")
+    client = s3_server.client()
+    keys = [f"j/obj-{i:05d}" for i in range(3000)]
+    _upload(client, s3_bucket, keys)
+    s3_secret(kube, n, s3_server)
+    kube.apply(policy("referenced", n, s3_target(s3_server, s3_bucket, "j/"),
+                      rules={"maxAge": "2s"}))
+    began = get(kube, "rp", "referenced", n)["metadata"]["generation"]  # type: ignore[index]
+    time.sleep(3)  # every object is now older than maxAge
+    kube.apply(job("ref-job", n, policyRef={"name": "referenced"}, mode="Enforce"))
+    wait_for(lambda: s3_ledger(client, s3_bucket, "j/"), timeout=120, interval=0.1,
+             what="the job's first batch")
+    kube.kubectl("patch", "rp", "referenced", "-n", n, "--type=merge",
+                 "-p", json.dumps({"spec": {"rules": {"keepLast": len(keys)}}}))
+    edited_at = time.time()
+
+    st = wait_finished_job(kube, "ref-job", n, timeout=120)["status"]
+    assert st["phase"] == "Failed", st
+    assert st["policyGeneration"] == began, st
+    stalled = condition({"status": st}, "Stalled")
+    assert stalled is not None and stalled["reason"] == "Aborted", st["conditions"]
+    assert "cancelled" in stalled["message"], stalled
+    ledger = s3_ledger(client, s3_bucket, "j/")
+    assert {x["run_id"] for lines in ledger.values() for x in lines} == {st["runId"]}
+    late = [k for k, lines in ledger.items() if max(x["time"] for x in lines) > edited_at]
+    assert len(late) <= 2, f"batches finished after the edit: {sorted(late)}"
+    remaining = s3_count(client, s3_bucket, "j/obj-")
+    assert remaining > 0, "the run was not stopped"
+    deleted = {x["key"] for lines in ledger.values() for x in lines
+               if x["outcome"] in ("deleted", "already-gone")}
+    assert len(deleted) == len(keys) - remaining, "a delete without its ledger line"
+    assert st["counters"]["deleted"] == len(deleted), st["counters"]
+    assert not tracebacks(operators)

@@ -492,6 +492,15 @@ class Leader:
         gen = int(meta.get("generation", 1))
         active = self.journal.read().runs.get(f"{policy.namespace}/{policy.name}")
         run_id = active.run_id if active is not None else new_run_id()
+        # The run belongs to the job's generation and, with policyRef, the policy's
+        # generation it began under (recorded in the job's status before BeginRun): an
+        # edit or deletion of either stops it between batches, and a run resumed after
+        # a failover under another spec only stops (I8: brakes are never skipped).
+        if active is not None:
+            gen = _run_generation(obj)
+            policy_gen = (obj.get("status") or {}).get("policyGeneration")
+        else:
+            policy_gen = self._ref_generation(obj)
         mode = spec.get("mode", "Plan")
         last = [0.0]
         start = status.iso(self.clock())
@@ -515,6 +524,7 @@ class Leader:
                 self._patch_run_status("CleanupJob", obj, {
                     "phase": "Running", "runId": run_id, "startTime": start,
                     "observedGeneration": gen, "progress": "planning",
+                    "policyGeneration": policy_gen,
                     "conditions": status.conditions(
                         previous=(obj.get("status") or {}).get("conditions"), generation=gen,
                         now=self.clock(), reconciling=f"run {run_id} in progress")})
@@ -523,8 +533,8 @@ class Leader:
                 report = self._execute(
                     policy=policy, run_id=run_id, mode=mode, slot=None, job=meta["uid"],
                     waive_brakes=False, progress=progress,
-                    cancelled=lambda: self.inventory.get("CleanupJob", meta["namespace"],
-                                                         meta["name"]) is None)
+                    cancelled=self._job_cancelled(obj, generation=gen,
+                                                  policy_generation=policy_gen))
             except _Stall as s:
                 now = self.clock()
                 self._patch("CleanupJob", obj, {
@@ -555,6 +565,34 @@ class Leader:
             self.writer.event(obj=obj, reason="RunFinished", message=(
                 f"run {report.run_id} {report.result}: deleted {r['deleted']}, "
                 f"skipped {r['skipped_changed']}, errors {r['errors']}"))
+
+    def _ref_generation(self, job: Mapping[str, Any]) -> int | None:
+        """The current generation of the job's ``policyRef`` policy (None: inline policy)."""
+        ref = (job.get("spec") or {}).get("policyRef")
+        if not ref:
+            return None
+        pol = self.inventory.get("RetentionPolicy", job["metadata"]["namespace"],
+                                 ref.get("name", ""))
+        return None if pol is None else int(pol["metadata"].get("generation", 1))
+
+    def _job_cancelled(self, job: Mapping[str, Any], *, generation: int,
+                       policy_generation: int | None) -> Callable[[], bool]:
+        """A job's run stops between batches when the job is deleted or edited, or its
+        ``policyRef`` policy is deleted or edited (the generation differs, or was never
+        recorded: the safe side)."""
+        meta = job["metadata"]
+        has_ref = bool((job.get("spec") or {}).get("policyRef"))
+        check_job = self._cancelled("CleanupJob", meta["namespace"], meta["name"], generation)
+
+        def check() -> bool:
+            if check_job():
+                return True
+            if not has_ref:
+                return False
+            cur = self.inventory.get("CleanupJob", meta["namespace"], meta["name"])
+            return cur is None or policy_generation is None \
+                or self._ref_generation(cur) != policy_generation
+        return check
 
     # -- failover --------------------------------------------------------------------
 
