@@ -50,7 +50,7 @@ HISTORY_PER_POLICY = 20
 MAX_JOB_MARKERS = 10_000
 
 COUNTER_NAMES = ("scanned", "matched", "deleted", "bytesFreed", "skippedChanged", "errors",
-                 "locked")
+                 "locked", "uploadsAborted")
 Counters = Mapping[str, int]
 
 

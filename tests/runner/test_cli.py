@@ -118,3 +118,57 @@ def test_plan_breakdown_per_rule_on_s3(tmp_path: Path, s3_server: Any, s3_bucket
     assert out.returncode == 0, out.stderr
     assert "keepLast" in out.stdout and "eligible 5" in out.stdout
     assert client.list_objects_v2(Bucket=s3_bucket, Prefix="snap/")["KeyCount"] >= 8
+
+
+def test_apply_removes_old_noncurrent_versions_and_stale_uploads(
+        tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
+    """``noncurrentVersionsMaxAge`` and ``abortIncompleteUploadsAfter`` act in an Enforce
+    run: versions noncurrent for longer go (journaled and in the ledger, by VersionId),
+    current objects, delete markers and recently superseded versions stay."""
+    client = s3_server.client()
+    client.put_bucket_versioning(Bucket=s3_bucket,
+                                 VersioningConfiguration={"Status": "Enabled"})
+    for body in (b"a1", b"a2", b"a3"):
+        client.put_object(Bucket=s3_bucket, Key="v/a", Body=body)
+    client.put_object(Bucket=s3_bucket, Key="v/b", Body=b"b1")
+    client.delete_object(Bucket=s3_bucket, Key="v/b")  # a delete marker over b1
+    client.create_multipart_upload(Bucket=s3_bucket, Key="v/big")
+    time.sleep(10)  # moto stamps with its own clock: these became noncurrent 10 s ago
+    client.put_object(Bucket=s3_bucket, Key="v/c", Body=b"c1")
+    client.put_object(Bucket=s3_bucket, Key="v/c", Body=b"c2")  # c1: noncurrent just now
+    expired = {(v["Key"], v["VersionId"]) for v in client.list_object_versions(
+        Bucket=s3_bucket, Prefix="v/")["Versions"]
+        if not v["IsLatest"] and v["Key"] in ("v/a", "v/b")}
+    assert len(expired) == 3
+    doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+           "metadata": {"name": "versions", "namespace": "test"},
+           "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "v/",
+                                      "endpoint": s3_server.endpoint, "region": "us-east-1",
+                                      "forcePathStyle": True,
+                                      "noncurrentVersionsMaxAge": "8s",
+                                      "abortIncompleteUploadsAfter": "8s"}},
+                    "rules": {"maxAge": "1h"}, "mode": "Enforce"}}
+    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    out = lethe("apply", "-f", write(tmp_path, doc), "--output", "json", "--state-dir",
+                str(tmp_path / "state"), env=env)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["result"] == "Succeeded" and r["matched"] == 0, r
+    assert r["deleted"] == 3 and r["errors"] == 0 and r["uploads_aborted"] == 1, r
+    listing = client.list_object_versions(Bucket=s3_bucket, Prefix="v/")
+    left = {(v["Key"], v["VersionId"]) for v in listing["Versions"]
+            if not v["Key"].startswith("v/.lethe/")}
+    assert not left & expired
+    assert {k for k, _ in left} == {"v/a", "v/c"} and len(left) == 3  # a3, c1, c2
+    assert [m["Key"] for m in listing.get("DeleteMarkers", [])] == ["v/b"]
+    assert client.get_object(Bucket=s3_bucket, Key="v/a")["Body"].read() == b"a3"
+    assert not client.list_multipart_uploads(Bucket=s3_bucket, Prefix="v/").get("Uploads")
+    ledger_keys = [o["Key"] for o in client.list_objects_v2(
+        Bucket=s3_bucket, Prefix="v/.lethe/ledger/")["Contents"]]
+    lines = [json.loads(x) for k in ledger_keys for x in client.get_object(
+        Bucket=s3_bucket, Key=k)["Body"].read().decode().splitlines()]
+    assert sorted((x["key"], x["detail"]) for x in lines) == sorted(
+        (k.removeprefix("v/"), f"version {vid}") for k, vid in expired)
+    assert {x["rule"] for x in lines} == {"noncurrentVersionsMaxAge"}
+    assert {x["outcome"] for x in lines} == {"deleted"}

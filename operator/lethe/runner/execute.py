@@ -49,7 +49,14 @@ from lethe.retention.select import Selector
 from lethe.runner import ledger, manifest
 from lethe.runner.plan import Plan, PlannedEntry, make_plan
 from lethe.spec import Policy
-from lethe.storage.base import INTERNAL_PREFIX, Entry, Outcome, Storage, StorageError
+from lethe.storage.base import (
+    INTERNAL_PREFIX,
+    Entry,
+    Outcome,
+    Storage,
+    StorageError,
+    VersionedStorage,
+)
 from lethe.storage.clock import ClockSkewError, check_skew
 
 __all__ = ["LostLeadership", "RunReport", "Runner", "new_run_id"]
@@ -60,6 +67,8 @@ log = logging.getLogger("lethe.runner")
 PIPELINE_DEPTH = 3
 #: How long a leader waits for its lease to come back before giving up the run.
 LEASE_WAIT = 3.0
+#: The ledger rule of a noncurrent version removed by ``noncurrentVersionsMaxAge``.
+NONCURRENT_RULE = "noncurrentVersionsMaxAge"
 
 
 class LostLeadership(JournalError):
@@ -103,7 +112,8 @@ class RunReport:
             "scanned": c.get("scanned", 0), "matched": c.get("matched", 0),
             "deleted": c.get("deleted", 0), "bytes_freed": c.get("bytesFreed", 0),
             "skipped_changed": c.get("skippedChanged", 0), "errors": c.get("errors", 0),
-            "locked": c.get("locked", 0), "plan": self.plan, "plan_key": self.plan_key,
+            "locked": c.get("locked", 0), "uploads_aborted": c.get("uploadsAborted", 0),
+            "plan": self.plan, "plan_key": self.plan_key,
         }
 
 
@@ -131,6 +141,7 @@ class Runner:
         self.cancelled = cancelled
         self._manifest_key = policy.manifest.path.strip("/") if policy.manifest else None
         self._groups_kept = 0  # members of groups kept whole because they changed
+        self._uploads_aborted = 0
 
     # -- entry points -------------------------------------------------------------
 
@@ -315,7 +326,9 @@ class Runner:
             entries = plan.entries()
             if self.policy.groupBy is not None:
                 entries = self._intact_groups(entries, report)
-            for chunk in _batches(entries, self.batch_size):
+            chunks = itertools.chain(_batches(entries, self.batch_size),
+                                     _batches(self._noncurrent(plan.now), self.batch_size))
+            for chunk in chunks:
                 if self.cancelled():
                     raise _Cancelled
                 self._require_lease(term=term)
@@ -336,6 +349,7 @@ class Runner:
                         raise _Cancelled
                     completions.append(self._execute(report, *pending.popleft(), term=term))
             self._drain(pending, completions, report, term)
+            self._abort_uploads(plan.now)
         except _Cancelled:
             # Recorded but not executed: close those batches empty, then the run.
             for cmd, fut in pending:
@@ -358,6 +372,26 @@ class Runner:
             log.error("run %s stopped: %s", report.run_id, e)
             return
         self._commit_finish(report, "Succeeded", "")
+
+    def _noncurrent(self, now: float) -> Iterator[PlannedEntry]:
+        """``spec.target.s3.noncurrentVersionsMaxAge``: the noncurrent versions to
+        remove, after the plan's own deletions, batched and journaled like them. Not
+        counted by the brakes, which judge the plan of current objects."""
+        max_age = getattr(self.policy.target, "noncurrentVersionsMaxAge", None)
+        store = self.storage
+        if max_age is None or not isinstance(store, VersionedStorage) or not store.is_versioned():
+            return
+        for e in store.list_noncurrent_versions(now - max_age):
+            yield PlannedEntry(key=e.key, size=e.size, mtime=e.mtime, fingerprint=e.fingerprint,
+                               rule=NONCURRENT_RULE, version_id=e.version_id)
+
+    def _abort_uploads(self, now: float) -> None:
+        """``spec.target.s3.abortIncompleteUploadsAfter``, once the deletions are done."""
+        after = getattr(self.policy.target, "abortIncompleteUploadsAfter", None)
+        if after is None or not isinstance(self.storage, VersionedStorage):
+            return
+        self._require_lease()
+        self._uploads_aborted += self.storage.abort_incomplete_uploads(now - after)
 
     def _intact_groups(self, entries: Iterator[PlannedEntry], report: RunReport
                        ) -> Iterator[PlannedEntry]:
@@ -413,7 +447,13 @@ class Runner:
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]
-        results = self.storage.delete_batch(entries)
+        if intent.entries and intent.entries[0].rule == NONCURRENT_RULE:
+            # Exact versions, never current ones: a batch holds only these (see _apply).
+            if not isinstance(self.storage, VersionedStorage):
+                raise StorageError(f"{self.storage.describe()} has no object versions")
+            results = self.storage.delete_versions(entries)
+        else:
+            results = self.storage.delete_batch(entries)
         lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
                                    policy=self.key, run_id=run_id, intent=intent,
                                    results=results, when=self.clock())
@@ -452,6 +492,8 @@ class Runner:
         extra = {"scanned": report.counters.get("scanned", 0),
                  "matched": report.counters.get("matched", 0),
                  "skippedChanged": self._groups_kept}
+        if self._uploads_aborted:
+            extra["uploadsAborted"] = self._uploads_aborted
         self.journal.commit(FinishRun(policy=self.key, run_id=report.run_id, term=term,
                                       result=result, ended=self.clock(), counters=extra,
                                       message=message))

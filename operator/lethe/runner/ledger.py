@@ -64,7 +64,6 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
     Each line is exactly :meth:`LedgerLine.to_json`, but formatted here from the
     batch's shared fields encoded once, not through a dict and an encoder per
     line: this runs once per deleted object."""
-    by_key = {e.key: e for e in intent.entries}
     # In sort_keys order: batch, detail, fingerprint, journal_index, key, outcome,
     # policy, rule, run_id, size, term, time.
     dumps = json.dumps
@@ -75,8 +74,9 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
     end = f', "term": {dumps(intent.term)}, "time": {dumps(when)}}}\n'
     lines = []
     text = []
-    for r in results:
-        e = by_key[r.key]
+    # Results come in the batch's order (Storage.delete_batch): pair them by position,
+    # as one key can appear twice (two noncurrent versions of it).
+    for e, r in zip(intent.entries, results, strict=True):
         outcome = r.outcome._value_  # not .value: an enum property, per deleted object
         lines.append(LedgerLine(r.key, e.size, e.fingerprint, outcome, e.rule, policy, run_id,
                                 intent.seq, intent.index, intent.term, when, r.detail))

@@ -152,3 +152,25 @@ def check_key(key: str) -> str:
     if "" in parts or "." in parts or ".." in parts:
         raise StorageError(f"refusing key {key!r}: empty, '.' or '..' component")
     return key
+
+
+@runtime_checkable
+class VersionedStorage(Protocol):
+    """What a target with object versions adds (S3): removing noncurrent versions
+    (``noncurrentVersionsMaxAge``) and aborting stale multipart uploads."""
+
+    def is_versioned(self) -> bool:
+        ...
+
+    def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
+        """Noncurrent versions that became noncurrent before ``older_than`` (storage
+        clock); ``version_id`` set, ``mtime`` the time they became noncurrent."""
+        ...
+
+    def delete_versions(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+        """Delete exact versions by VersionId; one result per entry, in order."""
+        ...
+
+    def abort_incomplete_uploads(self, older_than: float) -> int:
+        """Abort multipart uploads initiated before ``older_than``; how many."""
+        ...

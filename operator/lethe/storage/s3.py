@@ -618,7 +618,8 @@ class S3Storage:
                     results.append(pre[n])
                     continue
                 r = by_ident.get((self.prefix + e.key, e.version_id or ""))
-                results.append(DeleteResult(e.key, r.outcome, r.detail) if r else
+                results.append(DeleteResult(e.key, r.outcome, r.detail or f"version {e.version_id}")
+                               if r else
                                DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
         return results
 
