@@ -34,7 +34,7 @@ def main(argv: Sequence[str]) -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(inner, name)
 
-        def delete_batch(self, entries: Sequence[Entry]) -> list[DeleteResult]:
+        def delete_batch(self, entries: Sequence[Entry], **kw: Any) -> list[DeleteResult]:
             if calls[0] == batch:
                 if where == "mid-batch":
                     inner.delete_batch(list(entries)[: len(entries) // 2])
@@ -44,7 +44,7 @@ def main(argv: Sequence[str]) -> None:
                         json.dump([[r.key, r.outcome.value] for r in results], f)
                 os.kill(os.getpid(), signal.SIGKILL)
             calls[0] += 1
-            return inner.delete_batch(entries)
+            return inner.delete_batch(entries, **kw)
 
     # The same journal directory `lethe apply --state-dir STATE` uses.
     with local_journal(data_dir=os.path.join(state, policy.namespace, policy.name)) as j:

@@ -15,7 +15,7 @@ from lethe.raft.node import RaftJournal
 from lethe.runner import ledger
 from lethe.runner.execute import Runner
 from lethe.spec import parse_policy
-from lethe.storage.base import DeleteResult, Entry, Storage, StorageError
+from lethe.storage.base import DeleteResult, Entry, Fence, Storage, StorageError, no_fence
 from lethe.storage.posix import PosixStorage
 from tests.runner.conftest import DAY, make_file, posix_policy
 
@@ -40,10 +40,11 @@ class Hooked:
     def now(self) -> float:
         return self.inner.now() + self.now_shift
 
-    def delete_batch(self, entries: Sequence[Entry]) -> list[DeleteResult]:
+    def delete_batch(self, entries: Sequence[Entry], *, fence: Fence = no_fence
+                     ) -> list[DeleteResult]:
         if self.before_delete:
             self.before_delete(entries)
-        return self.inner.delete_batch(entries)
+        return self.inner.delete_batch(entries, fence=fence)
 
     def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
         if self.fail_replace and key == self.fail_replace:

@@ -612,3 +612,24 @@ def test_list_under_a_prefix_stays_inside_and_never_follows_symlinks(root: Path,
     assert [e.key for e in s.list(prefix="g1")] == ["g1/a", "g1/sub/b"]
     assert list(s.list(prefix="link")) == []  # a symlinked "group" lists nothing
     assert list(s.list(prefix="missing")) == []
+
+
+def test_fence_is_checked_every_64_files(root: Path, store: PosixStorage) -> None:
+    """The lease is re-checked before each run of 64 unlinks (I3); once the fence
+    raises nothing more is deleted and the exception reaches the runner."""
+    for i in range(200):
+        put(root, f"d/f{i:03d}", mtime=1000)
+    entries = list(store.list())
+    calls = [0]
+
+    class LeaseLost(Exception):
+        pass
+
+    def fence() -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise LeaseLost
+
+    with pytest.raises(LeaseLost):
+        store.delete_batch(entries, fence=fence)
+    assert len(keys(store)) == 200 - 128 and _quarantined(root) == []

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -415,3 +416,42 @@ def test_read_replace_conditional(store: S3Storage) -> None:
     store.delete_object(".lethe/ledger/r1/b1.jsonl")
     store.delete_object(".lethe/ledger/r1/b1.jsonl")
     assert list(store.list_internal(".lethe/")) == [".lethe/ledger/r1/b2.jsonl"]
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def _fence_after(n: int) -> Callable[[], None]:
+    """A fence that lets ``n`` requests through, then raises (a real lease loss cannot
+    be timed against one request of a running batch)."""
+    calls = [0]
+    lock = threading.Lock()
+
+    def fence() -> None:
+        with lock:
+            calls[0] += 1
+            if calls[0] > n:
+                raise _LeaseLost
+    return fence
+
+
+def test_no_delete_request_after_the_fence_raises(store: S3Storage) -> None:
+    """I3 per request: moto takes only single If-Match deletes, 16 at a time, so a
+    batch of 200 is 200 requests; once the fence raises no worker sends another."""
+    put_many(store, [f"p/f{i:03d}" for i in range(200)])
+    entries = list(store.list())
+    with pytest.raises(_LeaseLost):
+        store.delete_batch(entries, fence=_fence_after(20))
+    left = len(list(store.list()))
+    assert left == 200 - 20, f"{200 - left} deleted, 20 fenced requests allowed"
+
+
+def test_versioned_batch_is_fenced_before_its_request(versioned: S3Storage) -> None:
+    put_many(versioned, [f"p/v{i}" for i in range(5)])
+    entries = list(versioned.list())
+    with pytest.raises(_LeaseLost):
+        versioned.delete_batch(entries, fence=_fence_after(0))
+    with pytest.raises(_LeaseLost):
+        versioned.delete_versions(entries, fence=_fence_after(0))
+    assert len(list(versioned.list())) == 5

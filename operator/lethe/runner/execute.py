@@ -442,8 +442,12 @@ class Runner:
             manifest.remove_entries(storage=self.storage, path=self._manifest_key, keys=keys)
         # An export unmounted mid-run must mean zero further deletes, not the mount point's.
         self.storage.check_ready()
-        # Fence (I3): lead the very term that recorded this batch, with a valid lease.
-        self._require_lease(term=intent.term)
+        # Fence (I3): lead the very term that recorded this batch, with a valid lease,
+        # checked again before every delete request the backend sends.
+        def fence() -> None:
+            self._require_lease(term=intent.term)
+
+        fence()
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]
@@ -451,9 +455,9 @@ class Runner:
             # Exact versions, never current ones: a batch holds only these (see _apply).
             if not isinstance(self.storage, VersionedStorage):
                 raise StorageError(f"{self.storage.describe()} has no object versions")
-            results = self.storage.delete_versions(entries)
+            results = self.storage.delete_versions(entries, fence=fence)
         else:
-            results = self.storage.delete_batch(entries)
+            results = self.storage.delete_batch(entries, fence=fence)
         lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
                                    policy=self.key, run_id=run_id, intent=intent,
                                    results=results, when=self.clock())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
@@ -79,6 +79,14 @@ class ConflictError(StorageError):
     """A conditional replace lost a race (S3 If-Match failed); read and retry."""
 
 
+#: Raises when the caller may no longer delete (see :meth:`Storage.delete_batch`).
+Fence = Callable[[], None]
+
+
+def no_fence() -> None:
+    """For callers outside a run (tests, tools): deletes are not fenced."""
+
+
 @runtime_checkable
 class Storage(Protocol):
     """A target: a POSIX directory or an S3 bucket+prefix."""
@@ -107,9 +115,15 @@ class Storage(Protocol):
         (a directory key, e.g. a group), only the entries below ``prefix/``."""
         ...
 
-    def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+    def delete_batch(self, entries: Sequence[Entry], *, fence: Fence = no_fence
+                     ) -> builtins.list[DeleteResult]:
         """Delete up to 1,000 entries, re-checking each fingerprint first (I3); one
-        result per entry, in order. Never raises for a single entry's failure."""
+        result per entry, in order. Never raises for a single entry's failure.
+
+        ``fence`` is called before every delete request is sent (POSIX: before each
+        run of up to 64 unlinks) and raises when this node may no longer delete (I3:
+        only while its lease holds). Its exception propagates and nothing further
+        is deleted; the batch stays in flight for the next leader to finish."""
         ...
 
     def read_object(self, key: str) -> tuple[bytes, str] | None:
@@ -167,8 +181,10 @@ class VersionedStorage(Protocol):
         clock); ``version_id`` set, ``mtime`` the time they became noncurrent."""
         ...
 
-    def delete_versions(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
-        """Delete exact versions by VersionId; one result per entry, in order."""
+    def delete_versions(self, entries: Sequence[Entry], *, fence: Fence = no_fence
+                        ) -> builtins.list[DeleteResult]:
+        """Delete exact versions by VersionId; one result per entry, in order;
+        ``fence`` as for :meth:`Storage.delete_batch`."""
         ...
 
     def abort_incomplete_uploads(self, older_than: float) -> int:

@@ -37,7 +37,8 @@ from __future__ import annotations
 import builtins
 import email.utils
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
@@ -52,10 +53,12 @@ from lethe.storage.base import (
     ConflictError,
     DeleteResult,
     Entry,
+    Fence,
     Outcome,
     StorageError,
     TargetUnavailable,
     check_key,
+    no_fence,
 )
 
 if TYPE_CHECKING:
@@ -388,7 +391,8 @@ class S3Storage:
             kwargs.pop("StartAfter", None)
             kwargs["ContinuationToken"] = token
 
-    def delete_batch(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+    def delete_batch(self, entries: Sequence[Entry], *, fence: Fence = no_fence
+                     ) -> builtins.list[DeleteResult]:
         """Delete entries whose fingerprint is unchanged; one result per entry, in order.
 
         Per chunk of 1,000: **one** ListObjectsV2 over the chunk's key range
@@ -405,15 +409,18 @@ class S3Storage:
         names the old version and the overwrite is a new one.
 
         A failure of the whole request (network, 5xx after retries, denied)
-        yields ``ERROR`` for each entry concerned; nothing is raised.
+        yields ``ERROR`` for each entry concerned; nothing is raised. ``fence`` is
+        called before each DeleteObjects, or each single DeleteObject (so a node
+        that lost its lease sends none after, only those already in flight).
         """
         results: dict[int, DeleteResult] = {}
         numbered = list(enumerate(entries))
         for start in range(0, len(numbered), MAX_DELETE_KEYS):
-            results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS]))
+            results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS], fence))
         return [results[i] for i in range(len(entries))]
 
-    def _delete_chunk(self, chunk: Sequence[tuple[int, Entry]]) -> dict[int, DeleteResult]:
+    def _delete_chunk(self, chunk: Sequence[tuple[int, Entry]], fence: Fence
+                      ) -> dict[int, DeleteResult]:
         out: dict[int, DeleteResult] = {}
         todo: list[tuple[int, Entry, str]] = []
         for i, entry in chunk:
@@ -469,10 +476,14 @@ class S3Storage:
             to_delete.setdefault(ident, []).append((i, entry))
         if not objects:
             return out
+        resp: Mapping[str, Any]
         try:
-            resp = self._delete_each(objects) if mode == "single" else \
-                self.client.delete_objects(Bucket=self.bucket,
-                                           Delete={"Objects": objects, "Quiet": False})
+            if mode == "single":
+                resp = self._delete_each(objects, fence)
+            else:
+                fence()
+                resp = self.client.delete_objects(Bucket=self.bucket,
+                                                  Delete={"Objects": objects, "Quiet": False})
         except (ClientError, BotoCoreError) as exc:
             msg = f"DeleteObjects failed: {_errtext(exc)}"
             for group in to_delete.values():
@@ -507,10 +518,22 @@ class S3Storage:
                         for i, e in group})
         return out
 
-    def _delete_each(self, objects: builtins.list[ObjectIdentifierTypeDef]) -> dict[str, Any]:
+    def _delete_each(self, objects: builtins.list[ObjectIdentifierTypeDef], fence: Fence
+                     ) -> dict[str, Any]:
         """DeleteObject with ``If-Match`` per key, concurrently, answered in
-        DeleteObjects' shape: for servers that check the condition only there."""
+        DeleteObjects' shape: for servers that check the condition only there.
+        Once ``fence`` raises, no worker sends another request; the exception
+        propagates."""
+        stopped = threading.Event()
+
         def one(obj: ObjectIdentifierTypeDef) -> tuple[str, dict[str, str]]:
+            if stopped.is_set():
+                return "Stopped", {}
+            try:
+                fence()
+            except BaseException:
+                stopped.set()
+                raise
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=obj["Key"],
                                           IfMatch=obj["ETag"])
@@ -527,9 +550,16 @@ class S3Storage:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(_SINGLE_DELETE_WORKERS,
                                             thread_name_prefix="s3-delete")
-        resp: dict[str, Any] = {"Deleted": [], "Errors": []}
-        for kind, item in self._pool.map(one, objects):
-            resp[kind].append(item)
+        resp: dict[str, Any] = {"Deleted": [], "Errors": [], "Stopped": []}
+        futures = [self._pool.submit(one, obj) for obj in objects]
+        try:
+            for fut in futures:
+                kind, item = fut.result()
+                resp[kind].append(item)
+        finally:
+            stopped.set()  # an error here (or above) stops the rest too
+            for fut in futures:
+                fut.cancel()
         return resp
 
     # --- versions and uploads ----------------------------------------------------
@@ -575,7 +605,8 @@ class S3Storage:
             raise StorageError(f"listing versions of {self.describe()} failed: "
                                f"{_errtext(exc)}") from None
 
-    def delete_versions(self, entries: Sequence[Entry]) -> builtins.list[DeleteResult]:
+    def delete_versions(self, entries: Sequence[Entry], *, fence: Fence = no_fence
+                        ) -> builtins.list[DeleteResult]:
         """Delete exact versions (from :meth:`list_noncurrent_versions`) by VersionId.
 
         A version never changes, so there is no fingerprint re-check; locks are
@@ -597,6 +628,7 @@ class S3Storage:
                 groups.setdefault(ident, []).append(e)
             by_ident: dict[tuple[str, str], DeleteResult] = {}
             if objects:
+                fence()
                 try:
                     resp = self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
