@@ -29,6 +29,21 @@ def write(tmp: Path, doc: dict[str, Any]) -> str:
     return str(p)
 
 
+def s3_policy(name: str, s3_server: Any, bucket: str, prefix: str, rules: dict[str, Any],
+              **s3: Any) -> dict[str, Any]:
+    return {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name, "namespace": "test"},
+            "spec": {"target": {"s3": {"bucket": bucket, "prefix": prefix,
+                                       "endpoint": s3_server.endpoint, "region": "us-east-1",
+                                       "forcePathStyle": True, **s3}},
+                     "rules": rules}}
+
+
+def s3_env(s3_server: Any) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+
+
 def test_plan_then_apply_on_a_directory(tmp_path: Path) -> None:
     root = tmp_path / "logs"
     for i in range(10):
@@ -62,14 +77,8 @@ def test_apply_on_s3(tmp_path: Path, s3_server: Any, s3_bucket: str) -> None:
     time.sleep(12)  # moto stamps LastModified with its own clock: let these age
     for i in range(5):
         client.put_object(Bucket=s3_bucket, Key=f"tmp/new-{i}", Body=b"n" * 10)
-    doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
-           "metadata": {"name": "s3", "namespace": "test"},
-           "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "tmp/",
-                                      "endpoint": s3_server.endpoint, "region": "us-east-1",
-                                      "forcePathStyle": True}},
-                    "rules": {"maxAge": "10s"}}}
-    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    doc = s3_policy("s3", s3_server, s3_bucket, "tmp/", {"maxAge": "10s"})
+    env = s3_env(s3_server)
     out = lethe("apply", "-f", write(tmp_path, doc), "--output", "json", "--state-dir",
                 str(tmp_path / "state"), env=env)
     assert out.returncode == 0, out.stderr
@@ -105,14 +114,8 @@ def test_plan_breakdown_per_rule_on_s3(tmp_path: Path, s3_server: Any, s3_bucket
     client = s3_server.client()
     for i in range(8):
         client.put_object(Bucket=s3_bucket, Key=f"snap/{i}", Body=b"s" * 100)
-    doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
-           "metadata": {"name": "s3plan", "namespace": "test"},
-           "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "snap/",
-                                      "endpoint": s3_server.endpoint, "region": "us-east-1",
-                                      "forcePathStyle": True}},
-                    "rules": {"keepLast": 3}}}
-    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    doc = s3_policy("s3plan", s3_server, s3_bucket, "snap/", {"keepLast": 3})
+    env = s3_env(s3_server)
     out = lethe("plan", "-f", write(tmp_path, doc), "--state-dir", str(tmp_path / "s"),
                 env=env)
     assert out.returncode == 0, out.stderr
@@ -140,16 +143,9 @@ def test_apply_removes_old_noncurrent_versions_and_stale_uploads(
         Bucket=s3_bucket, Prefix="v/")["Versions"]
         if not v["IsLatest"] and v["Key"] in ("v/a", "v/b")}
     assert len(expired) == 3
-    doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
-           "metadata": {"name": "versions", "namespace": "test"},
-           "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "v/",
-                                      "endpoint": s3_server.endpoint, "region": "us-east-1",
-                                      "forcePathStyle": True,
-                                      "noncurrentVersionsMaxAge": "8s",
-                                      "abortIncompleteUploadsAfter": "8s"}},
-                    "rules": {"maxAge": "1h"}, "mode": "Enforce"}}
-    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key,
-           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key}
+    doc = s3_policy("versions", s3_server, s3_bucket, "v/", {"maxAge": "1h"},
+                    noncurrentVersionsMaxAge="8s", abortIncompleteUploadsAfter="8s")
+    env = s3_env(s3_server)
     out = lethe("apply", "-f", write(tmp_path, doc), "--output", "json", "--state-dir",
                 str(tmp_path / "state"), env=env)
     assert out.returncode == 0, out.stderr
