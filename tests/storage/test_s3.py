@@ -1,8 +1,9 @@
 """S3 backend against a real moto server on loopback (see tests/fixtures/s3.py).
 
-Mocks only where moto cannot produce the case: a 503 SlowDown and a 403 on
-HeadBucket are injected with botocore event hooks (the rest of the request
-path, retries included, is real).
+Mocks only where moto cannot produce the case: a 503 SlowDown is injected with
+a botocore event hook (moto never throttles; the rest of the request path,
+retries included, is real). AccessDenied on the bucket is real IAM in
+tests/badinput/test_s3_access_denied.py.
 """
 
 from __future__ import annotations
@@ -137,19 +138,6 @@ def test_connection_refused_is_unreachable_without_secrets(caplog: pytest.LogCap
         s.check_ready()
     assert info.value.reason == "TargetUnreachable"
     assert SECRET not in str(info.value) and SECRET not in caplog.text
-
-
-def test_access_denied(store: S3Storage) -> None:
-    """Injected: moto's server does not enforce credentials, so a 403 AccessDenied
-    answer to HeadBucket is returned by a before-send hook."""
-    def deny(request: Any, **kw: Any) -> AWSResponse:
-        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-        return AWSResponse(request.url, 403, HTTPHeaders(), _Raw(body))
-
-    store.client.meta.events.register_first("before-send.s3.HeadBucket", deny)  # type: ignore[arg-type]
-    with pytest.raises(TargetUnavailable) as info:
-        store.check_ready()
-    assert info.value.reason == "AccessDenied" and SECRET not in str(info.value)
 
 
 def test_now_reads_the_date_header(store: S3Storage) -> None:
