@@ -7,10 +7,15 @@ Two claims about the RBAC the Helm chart renders (``charts/lethe/templates/rbac.
   completes the whole scenario below.
 * **Every rule is needed.** For each rule × verb of the rendered RBAC, the same
   scenario runs with a copy of the RBAC that lacks just that verb, and the
-  operator must fail *loudly*: an error-level log line carrying the API
-  server's 403 for exactly that verb and resource, or a replica that is not
-  ready (or died), or a ``Stalled`` condition that the full run does not show.
-  Nothing it cannot do may pass for success.
+  operator must say so: the API server's 403 for exactly that verb and
+  resource (``cannot <verb> resource "<resource>" in API group "<group>"``) in
+  an error-level log line, a traceback, or a condition's message. A replica
+  that dies or a ``Stalled`` condition for some other reason proves nothing
+  about the verb and does not count. Nothing it cannot do may pass for success.
+
+Both renders are proven: watching the whole cluster (one ClusterRole) and
+``config.watchNamespaces`` (the namespaced rules in a Role per watched
+namespace, with ``LETHE_WATCH_NAMESPACES`` set as the chart sets it).
 
 The scenario, in its own namespace per case (which is also the replica's
 ``POD_NAMESPACE``, so the chart's namespaced Role lands there):
@@ -32,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,9 +53,11 @@ import pytest
 import yaml
 
 from lethe.devenv import LocalReplicas, Replica
-from tests.fixtures.kube import KubeCluster
+from tests.fixtures.kube import BIN_DIR, KubeCluster
 from tests.fixtures.s3 import S3Server
-from tests.operator.conftest import condition, render_rbac
+from tests.operator.conftest import condition
+
+REPO = Path(__file__).resolve().parents[1]
 
 RELEASE = "lethe"  # fullname "lethe": the replica "lethe-0" reads StatefulSet "lethe"
 POD = "lethe-0"
@@ -118,6 +127,27 @@ CASES = [
 ]
 
 
+def _namespaced(case: Case) -> Case:
+    """The same rule as the watchNamespaces render places it: namespaced rules move
+    from the ClusterRole into a Role in each watched namespace."""
+    if case.kind == "ClusterRole" and case.group != "apiextensions.k8s.io":
+        return dataclasses.replace(case, kind="Role")
+    return case
+
+
+NS_CASES = [_namespaced(c) for c in CASES]
+
+
+def _render(*, namespace: str, watch: bool) -> list[dict[str, Any]]:
+    """The chart's RBAC, cluster-wide or with ``config.watchNamespaces=[namespace]``."""
+    extra = ["--set", f"config.watchNamespaces={{{namespace}}}"] if watch else []
+    out = subprocess.run(
+        [str(BIN_DIR / "helm"), "template", RELEASE, str(REPO / "charts/lethe"),
+         "--namespace", namespace, "--show-only", "templates/rbac.yaml", *extra],
+        capture_output=True, text=True, check=True, timeout=60)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
 def _rule_verbs(objs: list[dict[str, Any]]) -> set[tuple[str, str, tuple[str, ...], str]]:
     out = set()
     for o in objs:
@@ -129,11 +159,13 @@ def _rule_verbs(objs: list[dict[str, Any]]) -> set[tuple[str, str, tuple[str, ..
     return out
 
 
-def test_cases_cover_every_rendered_rule_and_verb() -> None:
+@pytest.mark.parametrize("watch", [False, True], ids=["cluster-wide", "watchNamespaces"])
+def test_cases_cover_every_rendered_rule_and_verb(watch: bool) -> None:
     """A rule added to the chart without a case here fails this test (and vice versa)."""
-    rendered = _rule_verbs(render_rbac(release=RELEASE, namespace="rbac-coverage"))
-    assert rendered == {c.key for c in CASES}
-    assert len({c.id for c in CASES}) == len(CASES)
+    cases = NS_CASES if watch else CASES
+    rendered = _rule_verbs(_render(namespace="rbac-coverage", watch=watch))
+    assert rendered == {c.key for c in cases}
+    assert len({c.id for c in cases}) == len(cases)
 
 
 # -- one replica, one namespace, one identity ---------------------------------------
@@ -300,11 +332,13 @@ def _forbidden_in(text: str) -> bool:
 
 
 @contextlib.contextmanager
-def _replica(ns: str, kc: str, workdir: Path, root: Path) -> Iterator[_Replicas]:
+def _replica(ns: str, kc: str, workdir: Path, root: Path, watch: bool) -> Iterator[_Replicas]:
+    env = {"LETHE_ALLOWED_ROOTS": str(root), "LETHE_LOG_FORMAT": "json",
+           "LETHE_TICK_SECONDS": "0.5"}
+    if watch:  # as the chart sets it with config.watchNamespaces
+        env["LETHE_WATCH_NAMESPACES"] = ns
     reps = _Replicas(namespace=ns, count=1, workdir=workdir, kubeconfigs=[kc],
-                     password=secrets.token_hex(16),
-                     env={"LETHE_ALLOWED_ROOTS": str(root), "LETHE_LOG_FORMAT": "json",
-                          "LETHE_TICK_SECONDS": "0.5"})
+                     password=secrets.token_hex(16), env=env)
     reps.start()
     try:
         yield reps
@@ -313,7 +347,8 @@ def _replica(ns: str, kc: str, workdir: Path, root: Path) -> Iterator[_Replicas]
 
 
 def run_scenario(kube: KubeCluster, s3: S3Server, tmp: Path, ns: str,
-                 rbac: list[dict[str, Any]], case: Case | None) -> Observation:
+                 rbac: list[dict[str, Any]], case: Case | None, *,
+                 watch: bool = False) -> Observation:
     root, workdir = tmp / "data", tmp / "work"
     root.mkdir()
     workdir.mkdir()
@@ -324,7 +359,7 @@ def run_scenario(kube: KubeCluster, s3: S3Server, tmp: Path, ns: str,
     for i in range(S3_OBJECTS):  # older than maxAge 1s once the replica is up
         client.put_object(Bucket=bucket, Key=f"data/obj-{i}", Body=b"d")
     obs = Observation()
-    with _replica(ns, kc, workdir, root) as reps:
+    with _replica(ns, kc, workdir, root, watch) as reps:
         r = reps.replicas[0]
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and r.alive():
@@ -376,29 +411,35 @@ def run_scenario(kube: KubeCluster, s3: S3Server, tmp: Path, ns: str,
 # -- the proofs ---------------------------------------------------------------------
 
 
+TEMPLATE_NS = "rbac-template"
+
+
 @pytest.fixture(scope="module")
 def rendered() -> list[dict[str, Any]]:
-    return render_rbac(release=RELEASE, namespace="rbac-template")
+    return _render(namespace=TEMPLATE_NS, watch=False)
+
+
+@pytest.fixture(scope="module")
+def rendered_ns() -> list[dict[str, Any]]:
+    return _render(namespace=TEMPLATE_NS, watch=True)
 
 
 def _rendered_for(rendered: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
     """The chart's RBAC as rendered for namespace ``ns`` (only namespaces differ)."""
-    out = copy.deepcopy(rendered)
-    for o in out:
-        if o["metadata"].get("namespace"):
-            o["metadata"]["namespace"] = ns
-        for s in o.get("subjects") or []:
-            s["namespace"] = ns
-    return out
+    # Whole-document replace: the watchNamespaces render also names the namespace
+    # in the LETHE_WATCH_NAMESPACES-matched Roles.
+    return [yaml.safe_load(yaml.safe_dump(o).replace(TEMPLATE_NS, ns)) for o in rendered]
 
 
+@pytest.mark.parametrize("watch", [False, True], ids=["cluster-wide", "watchNamespaces"])
 def test_chart_identity_completes_a_full_run(crds_installed: KubeCluster, s3_server: S3Server,
-                                             tmp_path: Path,
-                                             rendered: list[dict[str, Any]]) -> None:
+                                             tmp_path: Path, watch: bool,
+                                             rendered: list[dict[str, Any]],
+                                             rendered_ns: list[dict[str, Any]]) -> None:
     """One replica, bound only by the chart's RBAC, does everything the operator does."""
-    ns = "rbac-full"
-    obs = run_scenario(crds_installed, s3_server, tmp_path, ns, _rendered_for(rendered, ns),
-                       None)
+    ns = "rbac-full-ns" if watch else "rbac-full"
+    obs = run_scenario(crds_installed, s3_server, tmp_path, ns,
+                       _rendered_for(rendered_ns if watch else rendered, ns), None, watch=watch)
     why = obs.summary()
     assert obs.ready and not obs.died and obs.readyz_after == 200, why
     now = obs.objects[("CleanupJob", "now")]
@@ -429,38 +470,39 @@ def test_chart_identity_completes_a_full_run(crds_installed: KubeCluster, s3_ser
 
 
 def _evidence(obs: Observation, case: Case) -> list[str]:
-    """Why the removal of ``case``'s verb is loud; empty if it went unnoticed."""
-    found = []
+    """Where the operator said the API server refused exactly ``case``'s verb on its
+    resource (an error-level log line, a traceback, or a condition's message);
+    empty if it did not. A replica that merely failed, or a Stalled condition for
+    another reason, proves nothing about this verb."""
     group = re.escape(case.group)
-    for text in obs.errors():
-        for res in case.resources:
-            pat = (rf'cannot {case.verb} resource "{re.escape(res)}" '
-                   rf'in API group "{group}"')
-            if re.search(pat, text):
-                found.append(f"error log: {text[:300]}")
-    if not obs.ready:
-        found.append("never ready (/readyz not 200)")
-    elif obs.readyz_after != 200:
-        found.append(f"/readyz {obs.readyz_after} after the scenario")
-    if obs.died:
-        found.append("the replica exited")
-    for kind, name, reason in obs.stalls():
-        o = obs.objects[(kind, name)] or {}
-        if (o.get("status") or {}).get("phase") != "Succeeded":
-            found.append(f"{kind}/{name} Stalled: {reason}")
-    return found
+    pats = [re.compile(rf'cannot {case.verb} resource "{re.escape(res)}" in API group "{group}"')
+            for res in case.resources]
+    texts = [f"error log: {t}" for t in obs.errors()]
+    for (kind, name), o in obs.objects.items():
+        for c in ((o or {}).get("status") or {}).get("conditions") or []:
+            texts.append(f"{kind}/{name} {c.get('type')}={c.get('status')} "
+                         f"{c.get('reason')}: {c.get('message')}")
+    return [t[:300] for t in texts if any(p.search(t) for p in pats)]
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.silent)]
-                 if c.silent else []) for c in CASES])
-def test_every_rule_is_needed(case: Case, crds_installed: KubeCluster, s3_server: S3Server,
-                              tmp_path: Path, rendered: list[dict[str, Any]]) -> None:
-    """Without this verb the operator says so (log/readyz/condition), or the test fails."""
-    ns = "rbac-" + re.sub(r"[^a-z0-9]+", "-", case.id.lower())[:50].strip("-")
-    obs = run_scenario(crds_installed, s3_server, tmp_path, ns, _rendered_for(rendered, ns),
-                       case)
+def _params(cases: list[Case], watch: bool) -> list[Any]:
+    return [pytest.param(c, watch, id=("ns-" if watch else "") + c.id,
+                         marks=[pytest.mark.xfail(strict=True, reason=c.silent)]
+                         if c.silent else []) for c in cases]
+
+
+@pytest.mark.parametrize(("case", "watch"), _params(CASES, False) + _params(NS_CASES, True))
+def test_every_rule_is_needed(case: Case, watch: bool, crds_installed: KubeCluster,
+                              s3_server: S3Server, tmp_path: Path,
+                              rendered: list[dict[str, Any]],
+                              rendered_ns: list[dict[str, Any]]) -> None:
+    """Without this verb the operator reports the API server's 403 for exactly that
+    verb and resource (error log or condition), or the test fails."""
+    ns = ("rbacns-" if watch else "rbac-") + re.sub(r"[^a-z0-9]+", "-",
+                                                    case.id.lower())[:50].strip("-")
+    obs = run_scenario(crds_installed, s3_server, tmp_path, ns,
+                       _rendered_for(rendered_ns if watch else rendered, ns), case, watch=watch)
     print(f"\n[{case.id}] evidence: {_evidence(obs, case)}\n{obs.summary()[:1500]}")
     assert _evidence(obs, case), (
         f"removing {case.verb} on {case.group or 'core'}/{','.join(case.resources)} from the "
-        f"{case.kind} went unnoticed:\n{obs.summary()}")
+        f"{case.kind} went unnoticed (no 403 for that verb and resource):\n{obs.summary()}")

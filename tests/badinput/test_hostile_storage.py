@@ -6,7 +6,6 @@ real ``lethe`` CLI and a real moto server. No mocks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess

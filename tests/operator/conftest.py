@@ -8,9 +8,12 @@ wrote what (tests/fixtures/kube.py enables it).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +96,83 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
         if c.get("type") == type_:
             return dict(c)
     return None
+
+
+# -- I1 across leader changes -----------------------------------------------------------
+
+_BECAME = re.compile(r"raft: (\S+) became leader of term (\d+)")
+
+
+def _log_time(text: str) -> float:
+    """A replica log's ``time`` (logging's asctime, local time, milliseconds)."""
+    return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _audit_time(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def writes_by_non_leaders(kube: KubeCluster, replicas: LocalReplicas, *, since: float,
+                          until: float) -> list[str]:
+    """I1 over time: every API write (audit log) that a replica's identity made in
+    ``[since, until]`` while it was not the newest Raft leader.
+
+    Leadership comes from every replica's own log ("became leader of term T"), so
+    a deposed leader's write is judged by the moment its *successor* took over,
+    not by when the deposed one noticed. Empty means every write came from the
+    replica that had most recently become leader. Times are wall-clock seconds.
+    """
+    assert kube.state_dir is not None
+    by_address = {r.raft_address: r.index for r in replicas.replicas}
+    by_identity = {Path(r.kubeconfig).stem: r.index for r in replicas.replicas}
+    became: list[tuple[float, int, int]] = []  # (time, term, replica index)
+    for r in replicas.replicas:
+        if not r.log_path.exists():
+            continue
+        for line in r.log_path.read_text(errors="replace").splitlines():
+            if "became leader" not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            m = _BECAME.search(str(rec.get("message", "")))
+            if m and m.group(1) in by_address:
+                became.append((_log_time(rec["time"]), int(m.group(2)), by_address[m.group(1)]))
+    became.sort()
+    bad = []
+    for line in (kube.state_dir / "logs" / "audit.log").read_text().splitlines():
+        ev = json.loads(line)
+        user = ev.get("user", {}).get("username", "")
+        if not user.startswith(f"system:serviceaccount:{NS}:"):
+            continue
+        who = by_identity.get(user.rsplit(":", 1)[1])
+        if who is None:
+            continue
+        at = _audit_time(ev["requestReceivedTimestamp"])
+        if not since <= at <= until:
+            continue
+        # The log has milliseconds; the audit microseconds: compare at the coarser grain.
+        leaders = [b for b in became if b[0] <= at + 0.001]
+        if not leaders or leaders[-1][2] != who:
+            cur = f"lethe-{leaders[-1][2]} (term {leaders[-1][1]})" if leaders else "nobody"
+            bad.append(f"lethe-{who} {ev.get('verb')} {ev.get('requestURI')} at "
+                       f"{ev['requestReceivedTimestamp']} while the leader was {cur}")
+    return bad
+
+
+@pytest.fixture(autouse=True)
+def _leader_only_writes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test that drives replicas: I1 held for the whole test, failovers,
+    pauses and restarts included (not only in steady state)."""
+    since = time.time()
+    yield
+    if "operators" not in request.fixturenames:
+        return
+    kube: KubeCluster = request.getfixturevalue("crds_installed")
+    if kube.state_dir is None:  # an external cluster: its audit log is not ours to read
+        return
+    time.sleep(1.0)  # the audit log is written after the response: let it land
+    replicas: LocalReplicas = request.getfixturevalue("operators")
+    bad = writes_by_non_leaders(kube, replicas, since=since, until=time.time())
+    assert not bad, "I1: API writes by a replica that was not the leader:\n" + "\n".join(bad[:20])

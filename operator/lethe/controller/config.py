@@ -28,6 +28,7 @@ class OperatorConfig:
     allowed_buckets: tuple[str, ...] = ()
     watch_namespaces: tuple[str, ...] = ()
     log_format: str = "json"
+    log_level: str = "INFO"
     tick_seconds: float = 1.0
     #: How late a scheduled slot may still start; later ones count as missed.
     starting_deadline: float = 300.0
@@ -65,6 +66,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> O
     a("--allowed-buckets", default=e.get("LETHE_ALLOWED_BUCKETS", ""))
     a("--watch-namespaces", default=e.get("LETHE_WATCH_NAMESPACES", ""))
     a("--log-format", choices=("json", "text"), default=e.get("LETHE_LOG_FORMAT", "json"))
+    a("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+      type=str.upper, default=e.get("LETHE_LOG_LEVEL", "INFO"))
     a("--tick", type=float, default=float(e.get("LETHE_TICK_SECONDS", "1.0")))
     a("--starting-deadline", type=float,
       default=float(e.get("LETHE_STARTING_DEADLINE_SECONDS", "300")))
@@ -77,4 +80,5 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> O
         namespace_roots={k: os.path.realpath(v)
                          for k, v in _mapping(ns.namespace_roots).items()},
         allowed_buckets=_list(ns.allowed_buckets), watch_namespaces=_list(ns.watch_namespaces),
-        log_format=ns.log_format, tick_seconds=ns.tick, starting_deadline=ns.starting_deadline)
+        log_format=ns.log_format, log_level=ns.log_level, tick_seconds=ns.tick,
+        starting_deadline=ns.starting_deadline)

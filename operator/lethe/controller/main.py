@@ -75,7 +75,7 @@ def _scaling_down(api: k8s.ApiClient, config: OperatorConfig) -> bool:
 
 def run_main(argv: Sequence[str]) -> int:
     config = parse_config(argv)
-    setup_logging(fmt=config.log_format)
+    setup_logging(fmt=config.log_format, level=logging.getLevelName(config.log_level))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack
     try:
         password = resolve_password(insecure_dev=config.insecure_dev_raft)
