@@ -254,7 +254,8 @@ class Leader:
             self._patch("RetentionPolicy", obj, {**base, "observedGeneration": gen,
                         "nextRunTime": None, "conditions": status.conditions(
                             previous=st.get("conditions"), generation=gen, now=now,
-                            stalled=("SafetyBrake", stalled.get("message", "")))})
+                            stalled=("SafetyBrake", _brake_message(
+                                str(stalled.get("message", "")), str(stalled.get("id", "")))))})
             return
         if stalled and ack == stalled.get("id") and stalled.get("generation") == gen:
             self._start(obj, policy, slot=None, waive_brakes=True)
@@ -393,14 +394,19 @@ class Leader:
                               "oldestEligibleAge": f"{int(oldest)}s" if oldest and eligible
                               else None,
                               "lastPlan": _plan_status(plan)}
+        if policy.schedule and not policy.suspend:
+            # The slot just run is no longer next: a reader must never see a
+            # nextRunTime older than lastRun.
+            nxt = schedule.next_run(schedule=policy.schedule, tz=policy.timeZone,
+                                    now=max(self.clock(), report.ended))
+            st["nextRunTime"] = schedule.slot_id(nxt)
         stalled = None
         if report.reason == "SafetyBrake":
             self.metrics.brake_trips.labels(namespace=policy.namespace,
                                             policy=policy.name).inc()
             st["stalledRun"] = {"id": report.run_id, "generation": gen,
                                 "message": report.message}
-            stalled = ("SafetyBrake", f"{report.message} (annotate "
-                       f"{ACK_ANNOTATION}={report.run_id} to let it proceed)")
+            stalled = ("SafetyBrake", _brake_message(report.message or "", report.run_id))
             self.writer.event(obj=obj, reason="SafetyBrake", message=stalled[1], warning=True)
         elif report.result not in ("Succeeded", "Planned", "Aborted"):
             stalled = (report.reason or "RunFailed", report.message or report.result)
@@ -645,6 +651,12 @@ class Leader:
         self.journal.commit(FinishRun(policy=key, run_id=run_id, term=term, result="Aborted",
                                       ended=self.clock(), message=why))
         log.info("abandoned run %s of %s: %s", run_id, key, why)
+
+
+def _brake_message(message: str, run_id: str) -> str:
+    """The Stalled message of a tripped brake, the same on every tick while it holds
+    (it names the run to acknowledge: the one thing a person must type)."""
+    return f"{message} (annotate {ACK_ANNOTATION}={run_id} to let it proceed)"
 
 
 def _record_summary(rec: RunRecord) -> dict[str, Any]:
