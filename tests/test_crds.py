@@ -97,6 +97,7 @@ def test_parser_rejects_invalid_case_naming_the_field(case: Case) -> None:
     err = _parser_error(case)
     assert err is not None
     assert err.field == case.field, f"parser blamed {err.field!r}: {err}"
+    assert case.message in str(err), f"parser said {err}, not {case.message!r}"
 
 
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.id)
