@@ -85,8 +85,7 @@ def _left(server: S3Server, bucket: str) -> int:
 def _apply(tmp: Path, server: S3Server, bucket: str, **safety: Any
            ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     spec: dict[str, Any] = {"rules": {"maxAge": "1s"}, "mode": "Enforce"}
-    if safety:
-        spec["safety"] = safety
+    spec["safety"] = {"allowDeleteAll": True, **safety}  # every object goes, on purpose
     doc = policy("skewed", "t", {"s3": {"bucket": bucket, "prefix": "data/",
                                         "endpoint": server.endpoint, "region": "us-east-1",
                                         "forcePathStyle": True}}, **spec)
