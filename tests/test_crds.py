@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.spec import SpecError, parse_policy, parse_spec
+from lethe.spec import AMBIGUOUS_UNIT, DURATION_PATTERN, SpecError, parse_policy, parse_spec
 from tests.crd_cases import API, INVALID, VALID, Case
 from tests.fixtures.kube import CRD_DIR, CRD_NAMES, ROOT, KubeCluster
 
@@ -69,6 +69,21 @@ def _walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]
         yield from _walk(child, f"{path}.{name}")
     if "items" in node:
         yield from _walk(node["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("plural", ["retentionpolicies", "cleanupjobs"])
+def test_duration_fields_match_the_parser(plural: str) -> None:
+    """Every duration field has the parser's pattern and its ambiguous-m rule, and
+    the fixed-length ones refuse months, so kubectl and `lethe plan` agree."""
+    fields = {p.rsplit(".", 1)[-1]: node for p, node in _walk(_schema(plural), "")
+              if node.get("pattern") == DURATION_PATTERN}
+    assert set(fields) == {"maxAge", "minAge", "keepWithin", "maxClockSkew",
+                           "noncurrentVersionsMaxAge", "abortIncompleteUploadsAfter"}
+    for name, node in fields.items():
+        rules = [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+        assert f"!self.matches('{AMBIGUOUS_UNIT.pattern}')" in rules, name
+        fixed = "!self.matches('[0-9](y|mo)')" in rules
+        assert fixed == (name not in ("maxAge", "minAge", "keepWithin")), name
 
 
 @pytest.mark.parametrize("plural", ["retentionpolicies", "cleanupjobs"])
