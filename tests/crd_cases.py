@@ -65,6 +65,8 @@ def cj(id: str, patch: dict[str, Any], field: str, message: str = "") -> Case:
 
 
 S3 = {"bucket": "b"}
+#: What both validators say about a bare m (not "ambiguous": object names contain that).
+MIN_OR_MO = "write min for minutes (90min) or mo for months (6mo)"
 
 INVALID: list[Case] = [
     # target
@@ -95,14 +97,13 @@ INVALID: list[Case] = [
     rp("bad_keep_within", {"rules": {"keepWithin": "2 days"}}, "spec.rules.keepWithin"),
     rp("bad_clock_skew", {"safety": {"maxClockSkew": "5 min"}}, "spec.safety.maxClockSkew"),
     # units that read two ways (issue #14): 6m is six months to a restic user
-    rp("ambiguous_m_max_age", {"rules": {"maxAge": "6m"}}, "spec.rules.maxAge",
-       "write min for minutes (90min) or mo for months (6mo)"),
+    rp("ambiguous_m_max_age", {"rules": {"maxAge": "6m"}}, "spec.rules.maxAge", MIN_OR_MO),
     rp("ambiguous_m_keep_within", {"rules": {"keepWithin": "1m", "keepDaily": 7}},
-       "spec.rules.keepWithin", "ambiguous"),
-    rp("ambiguous_m_inside", {"rules": {"minAge": "1h30m"}}, "spec.rules.minAge", "ambiguous"),
-    rp("ambiguous_capital_m", {"rules": {"minAge": "6M"}}, "spec.rules.minAge", "ambiguous"),
+       "spec.rules.keepWithin", MIN_OR_MO),
+    rp("ambiguous_m_inside", {"rules": {"minAge": "1h30m"}}, "spec.rules.minAge", MIN_OR_MO),
+    rp("ambiguous_capital_m", {"rules": {"minAge": "6M"}}, "spec.rules.minAge", MIN_OR_MO),
     rp("ambiguous_m_clock_skew", {"safety": {"maxClockSkew": "5m"}},
-       "spec.safety.maxClockSkew", "ambiguous"),
+       "spec.safety.maxClockSkew", MIN_OR_MO),
     rp("months_in_fixed_field",
        {"__spec__": {"target": {"s3": {"bucket": "b", "noncurrentVersionsMaxAge": "6mo"}}}},
        "spec.target.s3.noncurrentVersionsMaxAge", "write days"),
