@@ -109,6 +109,7 @@ spec:
                 forcePathStyle: true, credentialsSecretRef: {name: s3-creds}}}
   rules: {maxAge: 10s}
   mode: Enforce
+  safety: {allowDeleteAll: true}  # a tmp/ prefix: emptying it is the point
 ---
 apiVersion: lethe.io/v1alpha1
 kind: CleanupJob

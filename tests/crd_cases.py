@@ -65,6 +65,8 @@ def cj(id: str, patch: dict[str, Any], field: str, message: str = "") -> Case:
 
 
 S3 = {"bucket": "b"}
+#: What both validators say about a bare m (not "ambiguous": object names contain that).
+MIN_OR_MO = "write min for minutes (90min) or mo for months (6mo)"
 
 INVALID: list[Case] = [
     # target
@@ -93,7 +95,21 @@ INVALID: list[Case] = [
     rp("empty_duration", {"rules": {"maxAge": ""}}, "spec.rules.maxAge"),
     rp("duration_units_out_of_order", {"rules": {"minAge": "1d1w"}}, "spec.rules.minAge"),
     rp("bad_keep_within", {"rules": {"keepWithin": "2 days"}}, "spec.rules.keepWithin"),
-    rp("bad_clock_skew", {"safety": {"maxClockSkew": "5min"}}, "spec.safety.maxClockSkew"),
+    rp("bad_clock_skew", {"safety": {"maxClockSkew": "5 min"}}, "spec.safety.maxClockSkew"),
+    # units that read two ways (issue #14): 6m is six months to a restic user
+    rp("ambiguous_m_max_age", {"rules": {"maxAge": "6m"}}, "spec.rules.maxAge", MIN_OR_MO),
+    rp("ambiguous_m_keep_within", {"rules": {"keepWithin": "1m", "keepDaily": 7}},
+       "spec.rules.keepWithin", MIN_OR_MO),
+    rp("ambiguous_m_inside", {"rules": {"minAge": "1h30m"}}, "spec.rules.minAge", MIN_OR_MO),
+    rp("ambiguous_capital_m", {"rules": {"minAge": "6M"}}, "spec.rules.minAge", MIN_OR_MO),
+    rp("ambiguous_m_clock_skew", {"safety": {"maxClockSkew": "5m"}},
+       "spec.safety.maxClockSkew", MIN_OR_MO),
+    rp("months_in_fixed_field",
+       {"__spec__": {"target": {"s3": {"bucket": "b", "noncurrentVersionsMaxAge": "6mo"}}}},
+       "spec.target.s3.noncurrentVersionsMaxAge", "write days"),
+    rp("years_in_clock_skew", {"safety": {"maxClockSkew": "1y"}}, "spec.safety.maxClockSkew",
+       "write days"),
+    rp("months_before_years", {"rules": {"maxAge": "6mo1y"}}, "spec.rules.maxAge"),
     rp("bad_quantity", {"rules": {"maxTotalSize": "1.5Gi"}}, "spec.rules.maxTotalSize"),
     rp("quantity_bad_suffix", {"rules": {"maxTotalSize": "500GB"}}, "spec.rules.maxTotalSize"),
     rp("negative_quantity_string", {"select": {"minSize": "-5"}}, "spec.select.minSize"),
@@ -124,6 +140,14 @@ INVALID: list[Case] = [
        "spec.rules", "at least one deletion rule"),
     rp("calendar_rule_of_zero_deletes_nothing", {"rules": {"maxAge": _DELETE, "keepDaily": 0}},
        "spec.rules", "at least one deletion rule"),
+    # issue #14: `keepLast: 0` alone deleted everything; 0 means "not set" (restic)
+    rp("keep_last_zero_alone_is_no_rule", {"rules": {"maxAge": _DELETE, "keepLast": 0}},
+       "spec.rules", "a keep count of 0 means not set"),
+    rp("zero_keeps_and_zero_within", {"rules": {"maxAge": _DELETE, "keepLast": 0,
+                                                "keepDaily": 0, "keepWithin": "0s"}},
+       "spec.rules", "at least one deletion rule"),
+    rp("allow_delete_all_as_string", {"safety": {"allowDeleteAll": "yes"}},
+       "spec.safety.allowDeleteAll"),
     # enums, manifest, selection
     rp("bad_mode", {"mode": "Delete"}, "spec.mode"),
     rp("manifest_format_yaml", {"manifest": {"path": "m.yaml", "format": "yaml"}},
@@ -166,10 +190,14 @@ VALID: list[Case] = [
     rp("quantity_as_integer", {"rules": {"maxTotalSize": 1073741824}}, ""),
     rp("quantity_decimal_suffix", {"select": {"minSize": "10M", "maxSize": "1T"}}, ""),
     rp("zero_counts", {"rules": {"keepLast": 0}, "safety": {"maxDeletes": 0}}, ""),
+    rp("months_and_years", {"rules": {"maxAge": "1y6mo", "minAge": "90min",
+                                      "keepWithin": "1mo", "keepMonthly": 6}}, ""),
+    rp("every_unit", {"rules": {"maxAge": "1y2mo3w4d5h6min7s"}}, ""),
+    rp("allow_delete_all", {"safety": {"allowDeleteAll": True}}, ""),
     rp("range_ends", {"groupBy": {"depth": 32}, "safety": {"maxDeletePercent": 100}}, ""),
     rp("calendar_only", {"rules": {"maxAge": _DELETE, "keepDaily": 7, "minAge": "1h"}}, ""),
     rp("calendar_with_keep_last", {"rules": {"maxAge": _DELETE, "keepLast": 1,
-                                             "keepWithin": "1w2d3h4m5s", "keepHourly": 24,
+                                             "keepWithin": "1w2d3h4min5s", "keepHourly": 24,
                                              "keepYearly": 3}}, ""),
     rp("all_s3_fields",
        {"__spec__": {"target": {"s3": {

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.spec import SpecError, parse_policy, parse_spec
+from lethe.spec import AMBIGUOUS_UNIT, DURATION_PATTERN, SpecError, parse_policy, parse_spec
 from tests.crd_cases import API, INVALID, VALID, Case
 from tests.fixtures.kube import CRD_DIR, CRD_NAMES, ROOT, KubeCluster
 
@@ -72,6 +72,21 @@ def _walk(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]
 
 
 @pytest.mark.parametrize("plural", ["retentionpolicies", "cleanupjobs"])
+def test_duration_fields_match_the_parser(plural: str) -> None:
+    """Every duration field has the parser's pattern and its ambiguous-m rule, and
+    the fixed-length ones refuse months, so kubectl and `lethe plan` agree."""
+    fields = {p.rsplit(".", 1)[-1]: node for p, node in _walk(_schema(plural), "")
+              if node.get("pattern") == DURATION_PATTERN}
+    assert set(fields) == {"maxAge", "minAge", "keepWithin", "maxClockSkew",
+                           "noncurrentVersionsMaxAge", "abortIncompleteUploadsAfter"}
+    for name, node in fields.items():
+        rules = [v["rule"] for v in node.get("x-kubernetes-validations", [])]
+        assert f"!self.matches('{AMBIGUOUS_UNIT.pattern}')" in rules, name
+        fixed = "!self.matches('[0-9](y|mo)')" in rules
+        assert fixed == (name not in ("maxAge", "minAge", "keepWithin")), name
+
+
+@pytest.mark.parametrize("plural", ["retentionpolicies", "cleanupjobs"])
 def test_every_field_has_a_description(plural: str) -> None:
     missing = [p for p, node in _walk(_schema(plural), "") if p != ".metadata"
                and not node.get("description")]
@@ -97,6 +112,7 @@ def test_parser_rejects_invalid_case_naming_the_field(case: Case) -> None:
     err = _parser_error(case)
     assert err is not None
     assert err.field == case.field, f"parser blamed {err.field!r}: {err}"
+    assert case.message in str(err), f"parser said {err}, not {case.message!r}"
 
 
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.id)

@@ -7,6 +7,8 @@ error that names the field path (``spec.rules.maxAge``). It does no I/O.
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 __all__ = [
     "CalendarRules",
+    "Duration",
     "GroupBy",
     "ManifestSpec",
     "Policy",
@@ -25,6 +28,7 @@ __all__ = [
     "SpecError",
     "Validity",
     "parse_duration",
+    "parse_fixed_duration",
     "parse_policy",
     "parse_quantity",
 ]
@@ -43,18 +47,88 @@ class SpecError(ValueError):
 
 # --- scalar formats ------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_UNIT_SECONDS = (7 * 86400, 86400, 3600, 60, 1)
+#: ``y`` = 12 calendar months, ``mo`` = a calendar month; ``w``, ``d``, ``h``,
+#: ``min``, ``s`` are fixed lengths (a day is 86,400 s). A bare ``m`` is refused:
+#: a restic user reads ``6m`` as six months, a Kubernetes user as six minutes.
+_DURATION_RE = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)mo)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)min)?(?:(\d+)s)?$")
+_FIXED_SECONDS = (7 * 86400, 86400, 3600, 60, 1)
 # Kept identical to the CRD's pattern so the two never disagree.
-DURATION_PATTERN = r"^([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+DURATION_PATTERN = r"^([0-9]+y)?([0-9]+mo)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+min)?([0-9]+s)?$"
+#: A unit that reads two ways (the CRD has the same check as a CEL rule).
+AMBIGUOUS_UNIT = re.compile(r"[0-9][mM]([0-9]|$)")
+_AMBIGUOUS_TEXT = "the unit m is ambiguous: write min for minutes (90min) or mo for months (6mo)"
+_DURATION_HELP = ("use whole numbers with units y, mo, w, d, h, min, s in that order, "
+                  "e.g. 30d, 12h, 90min, 6mo, 1y")
 
 
-def parse_duration(text: str, *, field: str) -> int:
-    """``"1w2d3h4m5s"`` → seconds. Units in that order, each at most once."""
-    m = _DURATION_RE.match(text) if isinstance(text, str) else None
-    if not m or not text:
-        raise SpecError(field, f"{text!r} is not a duration; use e.g. 30d, 12h, 90m, 1w2d")
-    return sum(int(g) * u for g, u in zip(m.groups(), _UNIT_SECONDS, strict=True) if g)
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A span as a policy writes it: calendar ``months`` (a year is 12) plus fixed
+    ``seconds``. Months are calendar months, as restic's ``--keep-within 6m``: six
+    months before 31 August is 28/29 February (clamped to the month's last day,
+    which is the earlier instant, so a rule keeps slightly more, never less)."""
+
+    months: int = 0
+    seconds: int = 0
+
+    @classmethod
+    def of(cls, seconds: int) -> Duration:
+        """A fixed span of ``seconds``."""
+        return cls(months=0, seconds=int(seconds))
+
+    def is_zero(self) -> bool:
+        return self.months == 0 and self.seconds == 0
+
+    def before(self, t: float, *, tz: dt.tzinfo = dt.UTC) -> float:
+        """The instant this span before ``t`` (epoch seconds): the months on the
+        wall clock of ``tz`` (the rules' ``timeZone``), then the seconds.
+        ``-inf`` if that is before year 1."""
+        if self.months:
+            try:
+                local = dt.datetime.fromtimestamp(t, tz)
+                y, m0 = divmod(local.year * 12 + local.month - 1 - self.months, 12)
+                day = min(local.day, calendar.monthrange(y, m0 + 1)[1])
+                t = local.replace(year=y, month=m0 + 1, day=day).timestamp()
+            except (ValueError, OverflowError, OSError):
+                return float("-inf")
+        return t - self.seconds
+
+    def __str__(self) -> str:
+        y, mo = divmod(self.months, 12)
+        d, s = divmod(self.seconds, 86400)
+        h, s = divmod(s, 3600)
+        mi, s = divmod(s, 60)
+        parts = [(y, "y"), (mo, "mo"), (d, "d"), (h, "h"), (mi, "min"), (s, "s")]
+        return "".join(f"{q}{u}" for q, u in parts if q) or "0s"
+
+
+def parse_duration(text: str, *, field: str) -> Duration:
+    """``"1y2mo3w4d5h6min7s"`` -> :class:`Duration`. Units in that order, each at
+    most once; ``m`` alone is refused as ambiguous (see :data:`AMBIGUOUS_UNIT`).
+    Raises :class:`SpecError` naming ``field``."""
+    if not isinstance(text, str) or not text:
+        raise SpecError(field, f"{text!r} is not a duration; {_DURATION_HELP}")
+    if AMBIGUOUS_UNIT.search(text):
+        raise SpecError(field, f"{text!r}: {_AMBIGUOUS_TEXT}")
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise SpecError(field, f"{text!r} is not a duration; {_DURATION_HELP}")
+    g = m.groups()
+    months = int(g[0] or 0) * 12 + int(g[1] or 0)
+    seconds = sum(int(v) * u for v, u in zip(g[2:], _FIXED_SECONDS, strict=True) if v)
+    return Duration(months=months, seconds=seconds)
+
+
+def parse_fixed_duration(text: str, *, field: str) -> int:
+    """A duration of fixed length in seconds, for fields where a calendar month
+    would be read against an arbitrary date (clock skew, S3 version and upload
+    ages, which S3 Lifecycle itself counts in days): ``y``/``mo`` are refused."""
+    d = parse_duration(text, field=field)
+    if d.months:
+        raise SpecError(field, f"{text!r}: months and years have no fixed length here; "
+                               "write days, e.g. 30d or 365d")
+    return d.seconds
 
 
 _QUANTITY_RE = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
@@ -106,9 +180,9 @@ class S3Target:
     region: str | None = None
     forcePathStyle: bool = False
     credentialsSecretRef: SecretRef | None = None
-    #: Remove noncurrent versions older than this (versioned buckets).
+    #: Remove noncurrent versions older than this many seconds (versioned buckets).
     noncurrentVersionsMaxAge: int | None = None
-    #: Abort multipart uploads started longer ago than this.
+    #: Abort multipart uploads started longer ago than this many seconds.
     abortIncompleteUploadsAfter: int | None = None
 
 
@@ -130,23 +204,28 @@ class Validity:
 
 @dataclass(frozen=True, slots=True)
 class CalendarRules:
+    """Counts of 0 mean "not set", as in restic and kopia (never "keep none")."""
+
     hourly: int = 0
     daily: int = 0
     weekly: int = 0
     monthly: int = 0
     yearly: int = 0
-    within: int | None = None  # seconds: keep everything younger than this
+    #: Keep everything within this span of the newest valid item (restic's
+    #: ``--keep-within``), not of now; ``None`` = not set (a zero span is not set).
+    within: Duration | None = None
 
     def any(self) -> bool:
         return bool(self.hourly or self.daily or self.weekly or self.monthly or self.yearly
-                    or self.within is not None)
+                    or (self.within is not None and not self.within.is_zero()))
 
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    maxAge: int | None = None  # seconds
-    minAge: int | None = None  # seconds
-    keepLast: int | None = None
+    maxAge: Duration | None = None  # by mtime, from now
+    #: The safety floor, by the newest of mtime and ctime (when the item arrived).
+    minAge: Duration | None = None
+    keepLast: int | None = None  # None = not set; a policy's 0 also means not set
     maxTotalSize: int | None = None  # bytes
     calendar: CalendarRules = field(default_factory=CalendarRules)
     #: IANA zone for calendar buckets (which day an item belongs to).
@@ -156,7 +235,7 @@ class Rules:
     def deletes_anything(self) -> bool:
         """An empty rule set keeps everything (I8)."""
         return self.maxAge is not None or self.maxTotalSize is not None or (
-            self.keepLast is not None or self.calendar.any()
+            bool(self.keepLast) or self.calendar.any()
         )
 
 
@@ -169,8 +248,11 @@ class GroupBy:
 class Safety:
     maxDeletes: int | None = None
     maxDeletePercent: int | None = None
-    #: Refuse to run when the storage clock and ours differ by more than this.
+    #: Refuse to run when the storage clock and ours differ by more than this (s).
     maxClockSkew: int = 300
+    #: A plan that deletes every selected item (and at least one) runs only with
+    #: this set; otherwise it stops like the other brakes.
+    allowDeleteAll: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +325,14 @@ def _bool(raw: Mapping[str, Any], key: str, path: str) -> bool:
     return v
 
 
-def _dur(raw: Mapping[str, Any], key: str, path: str) -> int | None:
+def _dur(raw: Mapping[str, Any], key: str, path: str) -> Duration | None:
     v = raw.get(key)
     return None if v is None else parse_duration(v, field=f"{path}.{key}")
+
+
+def _fixed_dur(raw: Mapping[str, Any], key: str, path: str) -> int | None:
+    v = raw.get(key)
+    return None if v is None else parse_fixed_duration(v, field=f"{path}.{key}")
 
 
 def _qty(raw: Mapping[str, Any], key: str, path: str) -> int | None:
@@ -291,8 +378,8 @@ def _target(raw: Any, path: str) -> PosixTarget | S3Target:
     return S3Target(bucket=bucket, prefix=_str(s, "prefix", sp) or "",
                     endpoint=_str(s, "endpoint", sp), region=_str(s, "region", sp),
                     forcePathStyle=_bool(s, "forcePathStyle", sp), credentialsSecretRef=ref,
-                    noncurrentVersionsMaxAge=_dur(s, "noncurrentVersionsMaxAge", sp),
-                    abortIncompleteUploadsAfter=_dur(s, "abortIncompleteUploadsAfter", sp))
+                    noncurrentVersionsMaxAge=_fixed_dur(s, "noncurrentVersionsMaxAge", sp),
+                    abortIncompleteUploadsAfter=_fixed_dur(s, "abortIncompleteUploadsAfter", sp))
 
 
 _CAL = {"keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
@@ -302,7 +389,10 @@ _CAL = {"keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
 def _rules(raw: Any, path: str) -> Rules:
     r = _obj(raw, path, {"maxAge", "minAge", "keepLast", "maxTotalSize", "keepWithin",
                          "timeZone", "validity", *_CAL})
-    cal = CalendarRules(within=_dur(r, "keepWithin", path),
+    # A keep count or keepWithin of 0 means "not set", as in restic and kopia: a
+    # 0 that meant "keep none" turned `keepLast: 0` alone into "delete everything".
+    within = _dur(r, "keepWithin", path)
+    cal = CalendarRules(within=None if within is None or within.is_zero() else within,
                         **{v: _int(r, k, path) or 0 for k, v in _CAL.items()})
     validity = None
     if r.get("validity") is not None:
@@ -310,13 +400,15 @@ def _rules(raw: Any, path: str) -> Rules:
         v = _obj(r["validity"], vp, {"minSize", "markerFile"})
         validity = Validity(minSize=_qty(v, "minSize", vp), markerFile=_str(v, "markerFile", vp))
     rules = Rules(maxAge=_dur(r, "maxAge", path), minAge=_dur(r, "minAge", path),
-                  keepLast=_int(r, "keepLast", path), maxTotalSize=_qty(r, "maxTotalSize", path),
+                  keepLast=_int(r, "keepLast", path) or None,
+                  maxTotalSize=_qty(r, "maxTotalSize", path),
                   calendar=cal, timeZone=_str(r, "timeZone", path) or "UTC", validity=validity)
     if r and not (rules.maxAge is not None or rules.maxTotalSize is not None
                   or rules.keepLast is not None or any(r.get(k) for k in _CAL)):
         raise SpecError(path, "at least one deletion rule (keepLast, maxAge, maxTotalSize or "
-                              "a calendar rule such as keepDaily) is required; omit rules "
-                              "entirely to keep everything")
+                              "a calendar rule such as keepDaily) is required; a keep count "
+                              "of 0 means not set, as in restic; omit rules entirely to keep "
+                              "everything")
     return rules
 
 
@@ -370,10 +462,12 @@ def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Po
     if mode not in ("Plan", "Enforce"):
         raise SpecError(f"{path}.mode", f"must be Plan or Enforce, got {mode!r}")
     sf = _obj(s.get("safety"), f"{path}.safety", {"maxDeletes", "maxDeletePercent",
-                                                   "maxClockSkew"})
+                                                   "maxClockSkew", "allowDeleteAll"})
+    skew = _fixed_dur(sf, "maxClockSkew", f"{path}.safety")
     safety = Safety(maxDeletes=_int(sf, "maxDeletes", f"{path}.safety"),
                     maxDeletePercent=_int(sf, "maxDeletePercent", f"{path}.safety", lo=1, hi=100),
-                    maxClockSkew=_dur(sf, "maxClockSkew", f"{path}.safety") or 300)
+                    maxClockSkew=skew or 300,  # 0 = not set, like a keep count
+                    allowDeleteAll=_bool(sf, "allowDeleteAll", f"{path}.safety"))
     manifest = None
     if s.get("manifest") is not None:
         m = _obj(s["manifest"], f"{path}.manifest", {"path", "format"})

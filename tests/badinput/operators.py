@@ -80,6 +80,9 @@ def old_files(root: Path, n: int, *, age_days: float = 40) -> list[Path]:
 
 
 def policy(name: str, ns: str, target: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    # Test targets are emptied on purpose: opt in to that (the allowDeleteAll brake
+    # has its own tests in tests/runner/test_delete_all_brake.py).
+    spec["safety"] = {"allowDeleteAll": True, **spec.get("safety", {})}
     return {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
             "metadata": {"name": name, "namespace": ns}, "spec": {"target": target, **spec}}
 

@@ -85,8 +85,7 @@ def _left(server: S3Server, bucket: str) -> int:
 def _apply(tmp: Path, server: S3Server, bucket: str, **safety: Any
            ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     spec: dict[str, Any] = {"rules": {"maxAge": "1s"}, "mode": "Enforce"}
-    if safety:
-        spec["safety"] = safety
+    spec["safety"] = {"allowDeleteAll": True, **safety}  # every object goes, on purpose
     doc = policy("skewed", "t", {"s3": {"bucket": bucket, "prefix": "data/",
                                         "endpoint": server.endpoint, "region": "us-east-1",
                                         "forcePathStyle": True}}, **spec)
@@ -116,7 +115,7 @@ def test_skew_beyond_the_bound_refuses_to_run(tmp_path: Path, offset: float) -> 
         assert r["deleted"] == 0 and _left(server, bucket) == OBJECTS
         # The same objects with a bound that admits the skew: deleted, so they were
         # eligible, and only the skew stopped the first run.
-        out, r = _apply(tmp_path, server, bucket, maxClockSkew="30m")
+        out, r = _apply(tmp_path, server, bucket, maxClockSkew="30min")
         assert out.returncode == 0 and r["deleted"] == OBJECTS, (r, out.stderr)
         assert _left(server, bucket) == 0
 

@@ -23,8 +23,8 @@ NS = "badinput-fuzz"
 junk = st.one_of(st.integers(-5, 10**6), st.booleans(), st.text(max_size=12),
                  st.lists(st.integers(), max_size=2), st.none(),
                  st.floats(allow_nan=False, allow_infinity=False))
-durations = st.one_of(st.sampled_from(["30d", "1h", "90m", "1w2d", "0s", "5s", "", "1d1w",
-                                       "10x", "-1d", "1.5h"]), junk)
+durations = st.one_of(st.sampled_from(["30d", "1h", "90m", "90min", "6mo", "1w2d", "0s", "5s",
+                                       "", "1d1w", "10x", "-1d", "1.5h"]), junk)
 quantities = st.one_of(st.sampled_from(["500Gi", "10M", "1024", "0", "1.5Gi", "-1", "Gi"]),
                        st.integers(-10, 10**9), junk)
 ints = st.one_of(st.integers(-3, 200), junk)

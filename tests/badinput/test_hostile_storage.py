@@ -36,7 +36,8 @@ def apply(tmp: Path, target: dict[str, Any], *, max_age: str = "1d",
           env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
            "metadata": {"name": "hostile", "namespace": "t"},
-           "spec": {"target": target, "rules": {"maxAge": max_age}, "mode": "Enforce"}}
+           "spec": {"target": target, "rules": {"maxAge": max_age}, "mode": "Enforce",
+                    "safety": {"allowDeleteAll": True}}}  # may empty the target, on purpose
     f = tmp / "policy.yaml"
     f.write_text(yaml.safe_dump(doc))
     out = lethe("apply", "-f", str(f), "--output", "json", "--state-dir", str(tmp / "state"),

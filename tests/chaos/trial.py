@@ -375,7 +375,8 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
                      f"--from-literal=AWS_ACCESS_KEY_ID={shared.s3.access_key}",
                      f"--from-literal=AWS_SECRET_ACCESS_KEY={shared.s3.secret_key}")
         common = {"mode": "Enforce", "select": {"exclude": ["**/keep/**"]},
-                  "safety": {"maxDeletes": 1_000_000, "maxDeletePercent": 100}}
+                  "safety": {"maxDeletes": 1_000_000, "maxDeletePercent": 100,
+                             "allowDeleteAll": True}}
         kube.apply(_obj("RetentionPolicy", "posix", ns, {
             **common, "target": {"posix": {"path": str(rec.posix_root)}},
             "rules": {"maxAge": "1d"}, "manifest": {"path": rec.manifest_key}}))

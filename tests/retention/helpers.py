@@ -6,13 +6,18 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from lethe.retention import Decision, Planner, plan
-from lethe.spec import GroupBy, Rules, Selection
+from lethe.spec import Duration, GroupBy, Rules, Selection
 from lethe.storage.base import Entry
 
 DAY = 86400
 HOUR = 3600
 #: A fixed "now" for the tests: 2025-06-15 12:00:00 UTC.
 NOW = dt.datetime(2025, 6, 15, 12, 0, tzinfo=dt.UTC).timestamp()
+
+
+def S(seconds: int) -> Duration:
+    """A fixed duration of ``seconds`` (policies write 30d; tests compute)."""
+    return Duration.of(seconds)
 
 
 def ts(text: str, tz: str = "UTC") -> float:
@@ -23,8 +28,10 @@ def ts(text: str, tz: str = "UTC") -> float:
     return dt.datetime.strptime(text, fmt).replace(tzinfo=zone).timestamp()
 
 
-def entry(key: str, mtime: float, size: int = 1, fp: str | None = None) -> Entry:
-    return Entry(key=key, size=size, mtime=mtime, fingerprint=fp or f"{key}:{size}:{mtime}")
+def entry(key: str, mtime: float, size: int = 1, fp: str | None = None,
+          ctime: float | None = None) -> Entry:
+    return Entry(key=key, size=size, mtime=mtime, fingerprint=fp or f"{key}:{size}:{mtime}",
+                 ctime=ctime)
 
 
 def run(rules: Rules, entries: Sequence[Entry], *, now: float = NOW,

@@ -1,7 +1,10 @@
 """A deliberately naive, in-memory reference of docs/retention.md for the tests.
 
 It holds the whole listing, sorts it, and applies the rules in the documented
-order. The streaming planner must agree with it decision for decision.
+order. The streaming planner must agree with it decision for decision. It is
+written from docs/retention.md alone and shares no code with the planner:
+months come from dateutil's relativedelta (which clamps 31 March - 1 month to
+28/29 February, as the docs say), not from ``Duration.before``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from dateutil.relativedelta import relativedelta
 from wcmatch import glob
 
-from lethe.spec import Rules, Selection
+from lethe.spec import Duration, Rules, Selection
 from lethe.storage.base import Entry
 
 
@@ -23,6 +27,22 @@ class RefItem:
     mtime: float
     size: int
     valid: bool
+    arrival: float  # newest of mtime and ctime (of the selected members, for a group)
+
+
+def _arrival(e: Entry) -> float:
+    return e.mtime if e.ctime is None else max(e.mtime, e.ctime)
+
+
+def _minus(t: float, d: Duration, tz: dt.tzinfo) -> float:
+    """t - d: calendar months on the wall clock of tz, then fixed seconds."""
+    if d.months:
+        local = dt.datetime.fromtimestamp(t, tz)
+        try:
+            t = (local - relativedelta(months=d.months)).timestamp()
+        except (ValueError, OverflowError):
+            return float("-inf")
+    return t - d.seconds
 
 
 def _selected(sel: Selection, e: Entry) -> bool:
@@ -67,7 +87,7 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
                 out[e.key] = (False, "not-selected")
                 continue
             valid = v is None or v.minSize is None or e.size >= v.minSize
-            items[e.key] = RefItem(e.key, e.mtime, e.size, valid)
+            items[e.key] = RefItem(e.key, e.mtime, e.size, valid, _arrival(e))
             member_of[e.key] = e.key
     else:
         groups: dict[str, list[Entry]] = {}
@@ -91,7 +111,8 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
                     valid = any(m.key == f"{g}/{v.markerFile}" for m in members)
                 if v.minSize is not None:
                     valid = valid and total >= v.minSize
-            items[g] = RefItem(g, max(m.mtime for m in chosen), total, valid)
+            items[g] = RefItem(g, max(m.mtime for m in chosen), total, valid,
+                               max(_arrival(m) for m in chosen))
             for m in chosen:
                 member_of[m.key] = g
 
@@ -101,7 +122,7 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
     newest_first = sorted(items.values(), key=order, reverse=True)
     valid_newest_first = [i for i in newest_first if i.valid]
     keep_last: set[str] = set()
-    if rules.keepLast is not None:
+    if rules.keepLast:  # 0 is "not set", as in restic
         keep_last = {i.id for i in valid_newest_first[: rules.keepLast]}
     tz: dt.tzinfo = dt.UTC if rules.timeZone == "UTC" else ZoneInfo(rules.timeZone)
     cal_keep: dict[str, set[str]] = {}
@@ -117,14 +138,19 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
             best.setdefault(_bucket(gran, i.mtime, tz), i)
         recent = sorted(best, reverse=True)[:n]
         cal_keep[rule] = {best[b].id for b in recent}
+        if len(best) < n and valid_newest_first:
+            # the count is not used up: the oldest valid item stays too
+            cal_keep[rule].add(valid_newest_first[-1].id)
 
+    within = c.within if c.within is not None and not c.within.is_zero() else None
+    newest_valid = [i.mtime for i in valid_newest_first if i.mtime <= now]
+    anchor = newest_valid[0] if newest_valid else now
     verdict: dict[str, tuple[bool, str]] = {}
     pending: list[RefItem] = []
     for i in items.values():
-        age = now - i.mtime
-        if rules.minAge is not None and age < rules.minAge:
+        if rules.minAge is not None and i.arrival > _minus(now, rules.minAge, tz):
             verdict[i.id] = (False, "minAge")
-        elif c.within is not None and age < c.within:
+        elif within is not None and i.mtime > _minus(anchor, within, tz):
             verdict[i.id] = (False, "keepWithin")
         elif i.id in keep_last:
             verdict[i.id] = (False, "keepLast")
@@ -132,7 +158,7 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
             first = next(r for r in ("keepHourly", "keepDaily", "keepWeekly", "keepMonthly",
                                      "keepYearly") if i.id in cal_keep.get(r, ()))
             verdict[i.id] = (False, first)
-        elif rules.maxAge is not None and age > rules.maxAge:
+        elif rules.maxAge is not None and i.mtime < _minus(now, rules.maxAge, tz):
             verdict[i.id] = (True, "maxAge")
         else:
             pending.append(i)
@@ -143,7 +169,7 @@ def reference_plan(rules: Rules, entries: Sequence[Entry], *, now: float,
                 break
             verdict[i.id] = (True, "maxTotalSize")
             total -= i.size
-    keep_rules = rules.keepLast is not None or c.any()
+    keep_rules = bool(rules.keepLast) or bool(cal_keep) or within is not None
     keep_only = keep_rules and rules.maxAge is None and rules.maxTotalSize is None
     for i in pending:
         if i.id not in verdict:

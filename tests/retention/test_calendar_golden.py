@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lethe.spec import CalendarRules, Rules, Validity
+from lethe.spec import CalendarRules, Duration, Rules, Validity, parse_duration
 
 from .helpers import deleted, entry, kept, run, ts
 from .reference import reference_plan
@@ -24,10 +24,15 @@ _CAL = {"keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
 
 
 def rules_of(spec: dict[str, Any]) -> Rules:
-    cal = CalendarRules(within=spec.get("keepWithin"),
+    def dur(key: str) -> Duration | None:
+        v = spec.get(key)
+        return None if v is None else parse_duration(v, field=key) if isinstance(v, str) \
+            else Duration.of(v)
+
+    cal = CalendarRules(within=dur("keepWithin"),
                         **{v: spec.get(k, 0) for k, v in _CAL.items()})
     validity = Validity(minSize=spec["validMinSize"]) if "validMinSize" in spec else None
-    return Rules(maxAge=spec.get("maxAge"), minAge=spec.get("minAge"),
+    return Rules(maxAge=dur("maxAge"), minAge=dur("minAge"),
                  keepLast=spec.get("keepLast"), calendar=cal,
                  timeZone=spec.get("timeZone", "UTC"), validity=validity)
 
@@ -123,10 +128,15 @@ CASES = [
          {"keepWeekly": 2, "timeZone": "Asia/Kolkata"}, "2025-06-10 12:00",
          [("sun18", "2025-06-08 18:00"), ("sun19", "2025-06-08 19:00")],
          ["sun18", "sun19"]),
-    Case("weekly: the same items in UTC share one week",
+    Case("weekly: the same items in UTC share one week (keepWeekly 2 not used up: "
+         "the oldest stays too)",
          {"keepWeekly": 2}, "2025-06-10 12:00",
          [("sun18", "2025-06-08 18:00"), ("sun19", "2025-06-08 19:00")],
-         ["sun19"]),
+         ["sun18", "sun19"]),
+    Case("weekly: the same week with keepWeekly 1 (used up): only the newest",
+         {"keepWeekly": 1}, "2025-06-10 12:00",
+         [("sun18", "2025-06-08 18:00"), ("sun19", "2025-06-08 19:00")],
+         ["sun19"], {"sun18": "not-kept"}),
     Case("monthly: months without items are skipped",
          {"keepMonthly": 3}, "2025-06-15 12:00",
          [("jan05", "2025-01-05 12:00"), ("jan31", "2025-01-31 12:00"),
@@ -182,6 +192,49 @@ CASES = [
          [("d14ok", "2025-06-14 10:00", 500), ("d14bad", "2025-06-14 20:00", 5),
           ("d13ok", "2025-06-13 10:00", 500)],
          ["d13ok", "d14ok"], {"d14bad": "not-kept"}),
+    # issue #14, item 8: restic (>= 0.16) semantics
+    Case("restic: keepDaily 7 with two items on one day keeps both (count not used up)",
+         {"keepDaily": 7}, "2025-06-15 12:00",
+         [("t0100", "2025-06-14 01:00"), ("t2300", "2025-06-14 23:00")],
+         ["t0100", "t2300"], {"t0100": "keepDaily", "t2300": "keepDaily"}),
+    Case("restic: the oldest is kept by each rule whose count is not used up",
+         {"keepDaily": 2, "keepMonthly": 3}, "2025-06-15 12:00",
+         [("may01", "2025-05-01 10:00"), ("may02", "2025-05-02 10:00"),
+          ("jun13", "2025-06-13 10:00"), ("jun14", "2025-06-14 10:00")],
+         ["may01", "may02", "jun13", "jun14"],
+         {"may01": "keepMonthly", "may02": "keepMonthly", "jun13": "keepDaily"}),
+    Case("restic: keepWithin counts back from the newest item, not from now",
+         {"keepWithin": "7d", "keepMonthly": 12}, "2025-06-15 12:00",
+         [("b10", "2025-06-05 12:00"), ("b11", "2025-06-04 12:00"),
+          ("b12", "2025-06-03 12:00")],
+         ["b10", "b11", "b12"], {"b10": "keepWithin", "b12": "keepWithin"}),
+    Case("keepWithin from the newest: older than the window goes",
+         {"keepWithin": "2d"}, "2025-06-15 12:00",
+         [("new", "2025-06-05 12:00"), ("in", "2025-06-03 12:01"),
+          ("edge", "2025-06-03 12:00"), ("out", "2025-06-01 12:00")],
+         ["new", "in"], {"edge": "not-kept", "out": "not-kept"}),
+    Case("keepWithin 1mo is a calendar month back from the newest (31 Mar -> 28 Feb)",
+         {"keepWithin": "1mo", "keepLast": 1}, "2025-04-02 12:00",
+         [("mar31", "2025-03-31 12:00"), ("feb28pm", "2025-02-28 12:01"),
+          ("feb28", "2025-02-28 12:00"), ("feb27", "2025-02-27 12:00")],
+         ["mar31", "feb28pm"], {"feb28": "not-kept"}),
+    Case("maxAge 6mo is six calendar months before now, not six minutes",
+         {"maxAge": "6mo"}, "2025-08-31 12:00",
+         [("mar01", "2025-03-01 12:00"), ("feb28", "2025-02-28 12:00"),
+          ("feb27", "2025-02-27 11:59")],
+         ["mar01", "feb28"], {"feb27": "maxAge", "feb28": "no-rule"}),
+    Case("maxAge 6mo in Europe/Berlin: months on the local clock (13:00 CET -> 13:00 CEST)",
+         {"maxAge": "6mo", "timeZone": "Europe/Berlin"}, "2025-01-15 12:00",
+         [("in", "2024-07-15 11:01"), ("out", "2024-07-15 10:59")],
+         ["in"], {"out": "maxAge"}),
+    Case("maxAge 6mo in UTC: the same items, the cut one hour later",
+         {"maxAge": "6mo"}, "2025-01-15 12:00",
+         [("in", "2024-07-15 12:00"), ("out", "2024-07-15 11:01")],
+         ["in"], {"out": "maxAge"}),
+    Case("maxAge 1y: a calendar year (2024 has 366 days)",
+         {"maxAge": "1y"}, "2025-03-01 00:00",
+         [("in", "2024-03-01 00:00"), ("out", "2024-02-29 23:59")],
+         ["in"], {"out": "maxAge"}),
     Case("400 days with gaps: daily 7, weekly 4, monthly 6, yearly 2",
          {"keepDaily": 7, "keepWeekly": 4, "keepMonthly": 6, "keepYearly": 2},
          "2025-06-15 12:00", SERIES_400,

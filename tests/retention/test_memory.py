@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from lethe.retention import Planner
-from lethe.spec import CalendarRules, GroupBy, Rules
+from lethe.spec import CalendarRules, Duration, GroupBy, Rules
 from lethe.storage.base import Entry
 
 from .helpers import DAY, NOW
@@ -60,7 +60,8 @@ def run(planner: Planner, n: int, *, grouped: bool = False) -> dict[str, int]:
     return peak
 
 
-RULES = Rules(maxAge=700 * DAY, minAge=DAY, keepLast=50, maxTotalSize=50 * 10**6,
+RULES = Rules(maxAge=Duration.of(700 * DAY), minAge=Duration.of(DAY), keepLast=50,
+              maxTotalSize=50 * 10**6,
               calendar=CalendarRules(daily=14, weekly=8, monthly=12, yearly=3))
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lethe.retention import Decision, Planner
 from lethe.retention.calendar import bucket_of, zone
-from lethe.spec import CalendarRules, GroupBy, Rules, Selection, Validity
+from lethe.spec import CalendarRules, Duration, GroupBy, Rules, Selection, Validity
 from lethe.storage.base import Entry
 
 from .helpers import DAY, NOW
@@ -42,17 +42,27 @@ def listings(draw: st.DrawFn, grouped: bool) -> list[Entry]:
                                         f"keep/f{i:02d}"]))
         age = draw(ages)
         size = draw(st.integers(0, 300))
-        out[key] = Entry(key=key, size=size, mtime=NOW - age, fingerprint=f"{key}@{age}")
+        # restored files: created (ctime) recently, with an old mtime
+        arrived = draw(st.none() | st.just(age) | st.integers(-DAY, max(age, -DAY)))
+        out[key] = Entry(key=key, size=size, mtime=NOW - age, fingerprint=f"{key}@{age}",
+                         ctime=None if arrived is None else NOW - arrived)
     return list(out.values())
+
+
+def durations(max_seconds: int, max_months: int) -> st.SearchStrategy[Duration]:
+    """Fixed spans, and calendar months (plus a few seconds) like 6mo or 1y."""
+    return st.one_of(st.builds(Duration.of, st.integers(0, max_seconds)),
+                     st.builds(Duration, months=st.integers(1, max_months),
+                               seconds=st.integers(0, 2 * DAY)))
 
 
 @st.composite
 def rule_sets(draw: st.DrawFn) -> Rules:
-    opt = st.none() | st.integers(0, 400 * DAY)
+    opt = st.none() | durations(400 * DAY, 13)
     cal = CalendarRules(hourly=draw(st.integers(0, 3)), daily=draw(st.integers(0, 4)),
                         weekly=draw(st.integers(0, 3)), monthly=draw(st.integers(0, 3)),
                         yearly=draw(st.integers(0, 2)),
-                        within=draw(st.none() | st.integers(0, 30 * DAY)))
+                        within=draw(st.none() | durations(30 * DAY, 2)))
     validity = draw(st.none() | st.builds(
         Validity, minSize=st.none() | st.integers(0, 200),
         markerFile=st.none() | st.just("COMPLETE")))
@@ -91,11 +101,13 @@ def check_invariants(rules: Rules, entries: Sequence[Entry], d: dict[str, Decisi
     # the plan is a subset of the listing, one decision per entry
     assert set(d) == {e.key for e in entries}
     by_key = {e.key: e for e in entries}
-    # never deletes anything younger than minAge
+    # never deletes anything that arrived (newest of mtime and ctime) within minAge
     if rules.minAge is not None:
+        floor = rules.minAge.before(NOW, tz=zone(rules.timeZone))
         for k, x in d.items():
             if x.delete:
-                assert NOW - by_key[k].mtime >= rules.minAge
+                e = by_key[k]
+                assert max(e.mtime, e.ctime if e.ctime is not None else e.mtime) <= floor
     # a group is never partly deleted (among its selected members)
     if depth:
         fate: dict[str, set[bool]] = {}
@@ -148,7 +160,7 @@ def test_deterministic_under_shuffled_pass1(entries: list[Entry], rules: Rules,
 def test_keep_last_floor(entries: list[Entry], n: int, min_size: int | None,
                          other: str) -> None:
     rules = Rules(keepLast=n, validity=Validity(minSize=min_size) if min_size else None,
-                  maxAge=0 if other == "maxAge" else None,
+                  maxAge=Duration.of(0) if other == "maxAge" else None,
                   maxTotalSize=0 if other == "cap" else None,
                   calendar=CalendarRules(daily=2) if other == "calendar" else CalendarRules())
     _, d = drive(rules, entries, selection=Selection(), depth=None, lim=(2, 2))
@@ -173,10 +185,13 @@ def test_calendar_keeps_exactly_the_documented_item(entries: list[Entry], gran: 
         buckets.setdefault(bucket_of(gran, e.mtime, z)[0], []).append(e)
     recent = sorted(buckets)[-n:]
     expected = {max(buckets[b], key=lambda e: (e.mtime, e.key)).key for b in recent}
+    oldest = min(entries, key=lambda e: (e.mtime, e.key)).key if entries else None
+    if len(buckets) < n and oldest is not None:
+        expected.add(oldest)  # the count is not used up: the oldest item stays (restic)
     kept_keys = {k for k, x in d.items() if not x.delete}
     assert kept_keys == expected
     per_bucket: dict[int, int] = {}
-    for k in kept_keys:
+    for k in kept_keys - {oldest}:
         e = next(x for x in entries if x.key == k)
         b = bucket_of(gran, e.mtime, z)[0]
         per_bucket[b] = per_bucket.get(b, 0) + 1
@@ -189,7 +204,8 @@ def test_calendar_keeps_exactly_the_documented_item(entries: list[Entry], gran: 
        lim=limits)
 def test_max_total_size_is_exact(entries: list[Entry], cap: int, keep_last: int | None,
                                  min_age: int | None, lim: tuple[int, int]) -> None:
-    rules = Rules(maxTotalSize=cap, keepLast=keep_last, minAge=min_age)
+    rules = Rules(maxTotalSize=cap, keepLast=keep_last,
+                  minAge=None if min_age is None else Duration.of(min_age))
     _, d = drive(rules, entries, selection=Selection(), depth=None, lim=lim)
     kept_total = sum(e.size for e in entries if not d[e.key].delete)
     protected = [e for e in entries if d[e.key].rule in ("keepLast", "minAge")]

@@ -76,7 +76,8 @@ def test_late_ledger_write_of_an_old_leader_adds_no_second_line(tmp_path: Path) 
     old = [f"d{i % 3}/old-{i:03d}.bin" for i in range(30)]
     for k in old:
         make_file(root, k, age_days=60)
-    spec = posix_policy(root, "late-ledger", rules={"maxAge": "30d"})
+    spec = posix_policy(root, "late-ledger", rules={"maxAge": "30d"},
+                        safety={"allowDeleteAll": True})  # all go, on purpose
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(spec))
     state = tmp_path / "state"

@@ -61,6 +61,10 @@ def run(journal: RaftJournal, root: Path, name: str, *, mode: str | None = None,
     return report.as_dict()
 
 
+#: For policies that delete every selected item on purpose (the allowDeleteAll brake).
+ALL = {"allowDeleteAll": True}
+
+
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")
             if p.is_file() and ".lethe" not in p.parts}
@@ -120,7 +124,8 @@ def test_names_that_are_not_utf8_are_deleted_and_recorded(journal: RaftJournal,
         with open(path, "wb") as f:
             f.write(b"x")
         os.utime(path, (time.time() - 40 * DAY,) * 2)
-    r = run(journal, root, "raw-names", rules={"maxAge": "30d"})
+    r = run(journal, root, "raw-names", rules={"maxAge": "30d"},
+            safety=ALL)
     assert r["result"] == "Succeeded" and r["deleted"] == 3 and r["errors"] == 0, r
     assert tree(root) == set()
     lines = list(ledger.read_run(storage=PosixStorage(parse_policy(
@@ -200,7 +205,8 @@ def test_future_timestamps_are_skipped_and_reported(journal: RaftJournal,
     root = tmp_path / "future"
     make_file(root, "from-the-future.log", age_days=-30)
     make_file(root, "old.log", age_days=90)
-    r = run(journal, root, "future", rules={"maxAge": "30d"})
+    r = run(journal, root, "future", rules={"maxAge": "30d"},
+            safety=ALL)
     assert r["plan"]["future"] == 1 and r["deleted"] == 1
     assert tree(root) == {"from-the-future.log"}
 
@@ -240,7 +246,8 @@ def test_published_plan_is_streamed_whole(journal: RaftJournal, tmp_path: Path) 
     root = tmp_path / "many"
     for i in range(3000):
         make_file(root, f"d{i % 30}/{i:05d}-{'x' * 60}.bin", age_days=90, size=1)
-    r = run(journal, root, "streamed", mode="Plan", rules={"maxAge": "30d"})
+    r = run(journal, root, "streamed", mode="Plan", rules={"maxAge": "30d"},
+            safety=ALL)
     lines = (root / r["plan_key"]).read_text().splitlines()
     assert len(lines) == 3000 and len({json.loads(x)["key"] for x in lines}) == 3000
 

@@ -86,7 +86,7 @@ def test_entries_carry_size_mtime_and_fingerprint(root: Path, store: PosixStorag
     [e] = list(store.list())
     st = os.stat(p)
     assert e == Entry("d/f.log", 5, st.st_mtime_ns / 1e9,
-                      f"{st.st_ino}:5:{st.st_mtime_ns}")
+                      f"{st.st_ino}:5:{st.st_mtime_ns}", ctime=st.st_ctime_ns / 1e9)
     assert abs(e.mtime - 1_600_000_000.25) < 1e-6
 
 

@@ -9,6 +9,11 @@ seven days that *have* backups, like restic's ``--keep-daily``. Granularities
 are independent: an item may represent its day and its week at once; an item
 kept by one rule does not use up another rule's count.
 
+A count that is not used up (fewer buckets with a valid item than N) also
+keeps the *oldest* valid item, as restic does since 0.16: with ``keepDaily: 7``
+and two backups on one day, both stay. It only ever keeps more, and a young
+history is never thinned before it has N buckets.
+
 Memory: per granularity at most 2N buckets, each holding one item; when the
 map grows past 2N it is cut back to the N most recent. A bucket dropped then
 can never come back into the N most recent, because N more recent buckets
@@ -109,26 +114,38 @@ def zone(name: str) -> dt.tzinfo:
 class CalendarKeeper:
     """One granularity: the newest valid item of each of the N most recent buckets."""
 
-    __slots__ = ("_best", "_floor", "_oldest_rep", "count", "granularity", "tz")
+    __slots__ = ("_best", "_extra", "_floor", "_oldest", "_oldest_rep", "count", "granularity",
+                 "tz")
 
     def __init__(self, *, granularity: Granularity, count: int, tz: dt.tzinfo) -> None:
         self.granularity = granularity
         self.count = count
         self.tz = tz
-        self._best: dict[int, tuple[bytes, str, int]] = {}  # bucket -> (sort key, id, size)
+        #: bucket -> (sort key, id, size, arrival) of its newest valid item
+        self._best: dict[int, tuple[bytes, str, int, float]] = {}
+        #: the oldest valid item seen (O(1) memory), and after seal() the one kept
+        #: because the count is not used up (None if the count is used up or the
+        #: oldest item represents its bucket anyway)
+        self._oldest: tuple[bytes, str, int, float] | None = None
+        self._extra: tuple[bytes, str, int, float] | None = None
         self._floor: int | None = None  # oldest retained bucket, after seal()
         self._oldest_rep = float("inf")  # oldest representative's mtime, after seal()
 
-    def offer(self, *, local: dt.datetime, skey: bytes, item: str, size: int) -> None:
-        """A valid item; ``local`` is its mtime as wall-clock time in the rule's zone."""
+    def offer(self, *, local: dt.datetime, skey: bytes, item: str, size: int,
+              arrival: float) -> None:
+        """A valid item; ``local`` is its mtime as wall-clock time in the rule's zone,
+        ``arrival`` the newest of its mtime and ctime (carried for the size cap)."""
+        rec = (skey, item, size, arrival)
+        if self._oldest is None or skey < self._oldest[0]:
+            self._oldest = rec
         bucket = bucket_id(self.granularity.name, local)
         cur = self._best.get(bucket)
         if cur is None:
-            self._best[bucket] = (skey, item, size)
+            self._best[bucket] = rec
             if len(self._best) > 2 * self.count:
                 self._prune()
         elif skey > cur[0]:
-            self._best[bucket] = (skey, item, size)
+            self._best[bucket] = rec
 
     def _prune(self) -> None:
         keep = sorted(self._best)[-self.count:]
@@ -140,10 +157,28 @@ class CalendarKeeper:
         self._floor = min(self._best) if self._best else None
         self._oldest_rep = min((mtime_of(v[0]) for v in self._best.values()),
                                default=float("inf"))
+        # Fewer buckets than the count means nothing was ever pruned: the count is
+        # not used up, so the oldest item stays too (restic >= 0.16).
+        old = self._oldest
+        self._extra = (old if old is not None and len(self._best) < self.count
+                       and all(v[1] != old[1] for v in self._best.values()) else None)
 
-    def kept(self) -> dict[str, tuple[int, bytes, int]]:
-        """Item id -> (bucket, sort key, size) of the representatives (after :meth:`seal`)."""
-        return {item: (b, skey, size) for b, (skey, item, size) in self._best.items()}
+    def kept(self) -> dict[str, tuple[int, bytes, int, float]]:
+        """Item id -> (bucket, sort key, size, arrival) of the representatives and of
+        the oldest item kept because the count is not used up (after :meth:`seal`)."""
+        out = {item: (b, skey, size, arr) for b, (skey, item, size, arr) in self._best.items()}
+        if self._extra is not None:
+            skey, item, size, arr = self._extra
+            out[item] = (self._floor if self._floor is not None else 0, skey, size, arr)
+        return out
+
+    def kept_as_oldest(self, item: str) -> bool:
+        """Kept only because it is the oldest item and the count is not used up."""
+        return self._extra is not None and self._extra[1] == item
+
+    def buckets_used(self) -> int:
+        """Buckets holding a valid item, up to the count (after :meth:`seal`)."""
+        return len(self._best)
 
     def would_keep(self, *, mtime: float, skey: bytes, item: str) -> bool:
         """Would an item unseen in pass 1 have become a representative?
@@ -156,6 +191,8 @@ class CalendarKeeper:
             # Older than every representative by more than any wall-clock jump:
             # its bucket is older than the oldest kept one, or has a newer rep.
             return False
+        if not full and self._oldest is not None and skey < self._oldest[0]:
+            return True  # it would have been the oldest item, kept while the count lasts
         bucket = bucket_id(self.granularity.name, local_time(mtime, self.tz))
         cur = self._best.get(bucket)
         if cur is not None:

@@ -48,7 +48,7 @@ class GroupRecord:
     """What pass 1 learned about a group, and what pass 2 has seen of it since."""
 
     __slots__ = (
-        "all_count", "all_newest", "bytes2", "changed", "count2", "delete", "digest",
+        "all_count", "all_newest", "arrival", "bytes2", "changed", "count2", "delete", "digest",
         "digest2", "entries2", "has_marker", "newest", "reason", "rule", "selected_count",
         "total",
     )
@@ -62,6 +62,8 @@ class GroupRecord:
         # pass 1: selected members (the item)
         self.selected_count = 0
         self.newest = float("-inf")
+        #: newest arrival (max of mtime and ctime) of a selected member: minAge reads it
+        self.arrival = float("-inf")
         self.total = 0
         # planned decision (set at seal for groups with selected members)
         self.delete = False
@@ -75,7 +77,7 @@ class GroupRecord:
         self.bytes2 = 0
 
     def observe(self, *, key: str, fingerprint: str, mtime: float, size: int, selected: bool,
-                marker: bool) -> None:
+                marker: bool, arrival: float | None = None) -> None:
         self.all_count += 1
         self.all_newest = max(self.all_newest, mtime)
         self.digest = (self.digest + member_digest(key, fingerprint)) & _MASK
@@ -83,6 +85,7 @@ class GroupRecord:
         if selected:
             self.selected_count += 1
             self.newest = max(self.newest, mtime)
+            self.arrival = max(self.arrival, mtime if arrival is None else arrival)
             self.total += size
 
     def see_again(self, *, key: str, fingerprint: str, mtime: float) -> None:

@@ -16,19 +16,21 @@ class NewestKeeper:
 
     def __init__(self, *, count: int) -> None:
         self.count = count
-        self._heap: list[tuple[bytes, str, int]] = []  # (sort key, item id, size)
+        #: (sort key, item id, size, arrival): arrival (newest of mtime and ctime) lets
+        #: the size cap tell whether the minAge floor already protected the item.
+        self._heap: list[tuple[bytes, str, int, float]] = []
 
-    def offer(self, *, skey: bytes, item: str, size: int) -> None:
+    def offer(self, *, skey: bytes, item: str, size: int, arrival: float) -> None:
         if self.count <= 0:
             return
         if len(self._heap) < self.count:
-            heapq.heappush(self._heap, (skey, item, size))
+            heapq.heappush(self._heap, (skey, item, size, arrival))
         elif skey > self._heap[0][0]:
-            heapq.heapreplace(self._heap, (skey, item, size))
+            heapq.heapreplace(self._heap, (skey, item, size, arrival))
 
-    def kept(self) -> dict[str, tuple[bytes, int]]:
-        """Item id -> (sort key, size) of the N newest."""
-        return {item: (skey, size) for skey, item, size in self._heap}
+    def kept(self) -> dict[str, tuple[bytes, int, float]]:
+        """Item id -> (sort key, size, arrival) of the N newest."""
+        return {item: (skey, size, arrival) for skey, item, size, arrival in self._heap}
 
     def would_keep(self, *, skey: bytes) -> bool:
         """Would an item unseen in pass 1 have been among the N newest?"""

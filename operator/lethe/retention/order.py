@@ -51,7 +51,7 @@ def mtime_of(skey: bytes) -> float:
 
 
 def fmt_duration(seconds: float) -> str:
-    """``93784`` -> ``1d2h3m4s``: the same units the policy is written in."""
+    """``93784`` -> ``1d2h3min4s``: the same units the policy is written in."""
     s = int(seconds)
     if s < 0:
         return "-" + fmt_duration(-s)
@@ -60,7 +60,7 @@ def fmt_duration(seconds: float) -> str:
     d, s = divmod(s, 86400)
     h, s = divmod(s, 3600)
     m, s = divmod(s, 60)
-    return "".join(f"{q}{u}" for q, u in ((d, "d"), (h, "h"), (m, "m"), (s, "s")) if q)
+    return "".join(f"{q}{u}" for q, u in ((d, "d"), (h, "h"), (m, "min"), (s, "s")) if q)
 
 
 def fmt_bytes(n: int) -> str:

@@ -21,6 +21,11 @@ The rules and how they compose are specified in ``docs/retention.md``; in short,
 an item is deleted iff it is selected AND not protected (minAge, keepWithin,
 keepLast, calendar, new-since-plan / group-changed) AND (older than maxAge OR
 beyond maxTotalSize OR, when only keep rules are given, kept by none of them).
+
+Timestamps: ``minAge`` reads when an item *arrived* (the newest of mtime and
+``Entry.ctime``); ``maxAge``, ``keepWithin``, the calendar rules and the order
+read mtime. ``maxAge``/``minAge`` count back from ``now``; ``keepWithin`` from the
+newest valid item (restic), so a stalled backup job never wears history away.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from lethe.retention.order import fmt_bytes, fmt_duration, mtime_of, sort_key
 from lethe.retention.select import Selector
 from lethe.retention.sizecap import SizeCap
 from lethe.retention.summary import Decision, Summary, SummaryBuilder, Why, reason_text
-from lethe.spec import GroupBy, Policy, Rules, Selection
+from lethe.spec import Duration, GroupBy, Policy, Rules, Selection
 from lethe.storage.base import Entry
 
 __all__ = ["Decision", "Planner", "PlannerError", "plan"]
@@ -71,21 +76,37 @@ class Planner:
         self.now = float(now)
         self.tz: dt.tzinfo = zone(rules.timeZone)
         cal = rules.calendar
-        self._keep_last = NewestKeeper(count=rules.keepLast) if rules.keepLast is not None else None
+        # A keep count or keepWithin of 0 is "not set" (restic), never "keep none".
+        self._keep_last = NewestKeeper(count=rules.keepLast) if rules.keepLast else None
         self._calendars = [CalendarKeeper(granularity=g, count=n, tz=self.tz)
                            for g, n in granularities_of(cal)]
         self._cap = (SizeCap(cap=rules.maxTotalSize, exact_limit=exact_limit,
                              bins=histogram_bins) if rules.maxTotalSize is not None else None)
+        self._within: Duration | None = (cal.within if cal.within is not None
+                                         and not cal.within.is_zero() else None)
+        #: Thresholds as instants (months are calendar months in the rules' zone):
+        #: expired iff mtime < max-age cut; floor-protected iff arrival > min-age cut.
+        self._max_age_cut = (rules.maxAge.before(self.now, tz=self.tz)
+                             if rules.maxAge is not None else None)
+        self._min_age_cut = (rules.minAge.before(self.now, tz=self.tz)
+                             if rules.minAge is not None else None)
+        #: keepWithin counts back from the newest valid item not after now (restic);
+        #: known at seal. Kept iff mtime > the within cut.
+        self._anchor = float("-inf")
+        self._within_cut: float | None = None
+        #: Files with keepWithin and maxTotalSize: the cap needs the within cut, known
+        #: only after pass 1, so it is fed in one extra pass (phase "capfeed").
+        self._defer_cap = self._cap is not None and self._within is not None and self.depth is None
         has_delete_rule = rules.maxAge is not None or rules.maxTotalSize is not None
-        has_keep_rule = (rules.keepLast is not None or bool(self._calendars)
-                         or cal.within is not None)
+        has_keep_rule = (self._keep_last is not None or bool(self._calendars)
+                         or self._within is not None)
         #: Only keep rules given: what none of them keeps is deleted (restic's forget).
         self.keep_only = has_keep_rule and not has_delete_rule
         self._validity = rules.validity
         self._groups: dict[str, GroupRecord] = {}
-        self._phase = "observe"  # observe -> (refine ->)* decide
-        self._kept_last: dict[str, tuple[bytes, int]] = {}
-        self._kept_cal: list[dict[str, tuple[int, bytes, int]]] = []
+        self._phase = "observe"  # observe -> (capfeed ->) (refine ->)* decide
+        self._kept_last: dict[str, tuple[bytes, int, float]] = {}
+        self._kept_cal: list[dict[str, tuple[int, bytes, int, float]]] = []
         #: Pass 2: items older than this cannot be new-since-plan keepers.
         self._newcomer_floor = float("inf")
         self._summary = SummaryBuilder(sample_limit=sample_limit)
@@ -99,13 +120,19 @@ class Planner:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _age_protected(self, age: float) -> bool:
-        r = self.rules
-        return ((r.minAge is not None and age < r.minAge)
-                or (r.calendar.within is not None and age < r.calendar.within))
+    def _floor_protected(self, arrival: float) -> bool:
+        """minAge: arrived (newest of mtime and ctime) less than minAge ago."""
+        return self._min_age_cut is not None and arrival > self._min_age_cut
 
-    def _expired(self, age: float) -> bool:
-        return self.rules.maxAge is not None and age > self.rules.maxAge
+    def _within_kept(self, mtime: float) -> bool:
+        """keepWithin, once the within cut is known (after pass 1)."""
+        return self._within_cut is not None and mtime > self._within_cut
+
+    def _age_protected(self, mtime: float, arrival: float) -> bool:
+        return self._floor_protected(arrival) or self._within_kept(mtime)
+
+    def _expired(self, mtime: float) -> bool:
+        return self._max_age_cut is not None and mtime < self._max_age_cut
 
     def _file_valid(self, size: int) -> bool:
         v = self._validity
@@ -126,10 +153,9 @@ class Planner:
     def _set_protected(self, item: str) -> bool:
         return item in self._kept_last or any(item in k for k in self._kept_cal)
 
-    def _candidate(self, item: str, mtime: float) -> bool:
+    def _candidate(self, item: str, mtime: float, arrival: float) -> bool:
         """Would the size cap consider this item (after seal)?"""
-        age = self.now - mtime
-        return not (self._age_protected(age) or self._expired(age)
+        return not (self._age_protected(mtime, arrival) or self._expired(mtime)
                     or self._set_protected(item))
 
     # -- pass 1 ------------------------------------------------------------------------
@@ -139,12 +165,14 @@ class Planner:
         """False when no rule keeps statistics (only maxAge/minAge/selection): then
         pass 1 may be skipped and :meth:`seal` called at once, saving a listing."""
         return (self.depth is not None or self._keep_last is not None
-                or bool(self._calendars) or self._cap is not None)
+                or bool(self._calendars) or self._cap is not None or self._within is not None)
 
     def observe(self, entry: Entry) -> None:
         """Pass 1 (and any refinement pass): look at one listed entry."""
         if self._phase == "observe":
             self._observe(entry)
+        elif self._phase == "capfeed":
+            self._capfeed(entry)
         elif self._phase == "refine":
             self._refine(entry)
         else:
@@ -154,7 +182,7 @@ class Planner:
         selected = self.selector.selected(e.key, e.size)
         if self.depth is None:
             if selected:
-                self._offer(e.key, e.mtime, e.size, self._file_valid(e.size))
+                self._offer(e.key, e.mtime, _arrival(e), e.size, self._file_valid(e.size))
             return
         g = group_of(e.key, self.depth)
         if g is None:
@@ -163,30 +191,42 @@ class Planner:
         if rec is None:
             rec = self._groups[g] = GroupRecord()
         rec.observe(key=e.key, fingerprint=e.fingerprint, mtime=e.mtime, size=e.size,
-                    selected=selected, marker=self._is_marker(g, e.key))
+                    selected=selected, marker=self._is_marker(g, e.key), arrival=_arrival(e))
 
-    def _offer(self, item: str, mtime: float, size: int, valid: bool) -> None:
+    def _offer(self, item: str, mtime: float, arrival: float, size: int, valid: bool) -> None:
         skey = sort_key(mtime, item)
         if valid:
+            if mtime <= self.now and mtime > self._anchor:
+                self._anchor = mtime
             if self._keep_last is not None:
-                self._keep_last.offer(skey=skey, item=item, size=size)
+                self._keep_last.offer(skey=skey, item=item, size=size, arrival=arrival)
             if self._calendars:
                 local = local_time(mtime, self.tz)
                 for c in self._calendars:
-                    c.offer(local=local, skey=skey, item=item, size=size)
-        if self._cap is not None:
-            age = self.now - mtime
-            if self._age_protected(age):
+                    c.offer(local=local, skey=skey, item=item, size=size, arrival=arrival)
+        if self._cap is not None and not self._defer_cap:
+            if self._age_protected(mtime, arrival):
                 self._cap.protect(size)
-            elif not self._expired(age):
+            elif not self._expired(mtime):
                 self._cap.add(skey=skey, mtime=mtime, size=size)
+
+    def _capfeed(self, e: Entry) -> None:
+        """The extra pass for files with keepWithin and maxTotalSize: every keeper is
+        known now, so each selected entry goes to the cap as protected or candidate."""
+        assert self._cap is not None
+        if not self.selector.selected(e.key, e.size):
+            return
+        if self._age_protected(e.mtime, _arrival(e)) or self._set_protected(e.key):
+            self._cap.protect(e.size)
+        elif not self._expired(e.mtime):
+            self._cap.add(skey=sort_key(e.mtime, e.key), mtime=e.mtime, size=e.size)
 
     def _refine(self, e: Entry) -> None:
         assert self._cap is not None and self.depth is None
         if not self.selector.selected(e.key, e.size):
             return
         skey = sort_key(e.mtime, e.key)
-        if self._cap.in_interval(skey) and self._candidate(e.key, e.mtime):
+        if self._cap.in_interval(skey) and self._candidate(e.key, e.mtime, _arrival(e)):
             self._cap.refine(skey=skey, size=e.size)
 
     def seal(self) -> bool:
@@ -199,14 +239,36 @@ class Planner:
                 return False
             self._phase = "decide"
             return True
+        if self._phase == "capfeed":
+            return self._resolve_cap()
         if self._phase != "observe":
             raise PlannerError("seal() called twice")
         if self.depth is not None:
+            # Groups are offered only now; the keepWithin anchor comes first, so the
+            # size cap below already knows which groups keepWithin keeps.
+            for rec in self._groups.values():
+                if rec.selected_count and self._group_valid(rec) and rec.newest <= self.now:
+                    self._anchor = max(self._anchor, rec.newest)
+            self._set_within_cut()
             for g in sorted(self._groups):
                 rec = self._groups[g]
                 if rec.selected_count:
-                    self._offer(g, rec.newest, rec.total, self._group_valid(rec))
+                    self._offer(g, rec.newest, rec.arrival, rec.total, self._group_valid(rec))
+        else:
+            self._set_within_cut()
         self._seal_keepers()
+        if self._defer_cap:
+            self._phase = "capfeed"
+            return False
+        return self._resolve_cap()
+
+    def _set_within_cut(self) -> None:
+        if self._within is None:
+            return
+        anchor = self._anchor if self._anchor > float("-inf") else self.now
+        self._within_cut = self._within.before(anchor, tz=self.tz)
+
+    def _resolve_cap(self) -> bool:
         if self._cap is not None and not self._cap.resolve():
             if self.depth is None:
                 self._phase = "refine"
@@ -227,23 +289,22 @@ class Planner:
         if self._keep_last is not None:
             floors.append(self._keep_last.newcomer_floor())
         self._newcomer_floor = min(floors, default=float("inf"))
-        if self._cap is None:
+        if self._cap is None or self._defer_cap:
             return
         # Items kept by keepLast / calendar count towards the cap but are never cut:
         # move the ones pass 1 counted as candidates over to the protected total.
         seen: set[str] = set()
-        protected = [(i, s, z) for i, (s, z) in self._kept_last.items()]
+        protected = [(i, s, z, a) for i, (s, z, a) in self._kept_last.items()]
         for kept in self._kept_cal:
-            protected.extend((i, s, z) for i, (_, s, z) in kept.items())
-        for item, skey, size in protected:
+            protected.extend((i, s, z, a) for i, (_, s, z, a) in kept.items())
+        for item, skey, size, arrival in protected:
             if item in seen:
                 continue
             seen.add(item)
             mtime = mtime_of(skey)
-            age = self.now - mtime
-            if self._age_protected(age):
+            if self._age_protected(mtime, arrival):
                 continue
-            if not self._expired(age):
+            if not self._expired(mtime):
                 self._cap.withdraw(skey=skey, mtime=mtime, size=size)
             self._cap.protect(size)
 
@@ -256,7 +317,7 @@ class Planner:
                 if not rec.selected_count:
                     continue
                 skey = sort_key(rec.newest, g)
-                if self._cap.in_interval(skey) and self._candidate(g, rec.newest):
+                if self._cap.in_interval(skey) and self._candidate(g, rec.newest, rec.arrival):
                     self._cap.refine(skey=skey, size=rec.total)
             if self._cap.resolve_refinement():
                 return
@@ -265,25 +326,29 @@ class Planner:
         for g, rec in self._groups.items():
             if rec.selected_count:
                 rec.delete, rec.rule, why = self._judge(
-                    g, rec.newest, rec.total, valid=self._group_valid(rec), pass2=False)
+                    g, rec.newest, rec.total, valid=self._group_valid(rec), pass2=False,
+                    arrival=rec.arrival)
                 rec.reason = reason_text(why)
 
     # -- judging -------------------------------------------------------------------------
 
     def _judge(self, item: str, mtime: float, size: int, *, valid: bool,
-               pass2: bool) -> _Verdict:
+               pass2: bool, arrival: float) -> _Verdict:
         """The composition of all rules for one item (see docs/retention.md).
 
-        Runs once per listed entry: reasons are returned unformatted (see
-        :data:`~lethe.retention.summary.Why`) and the sort key is computed only
-        for the rules that compare it."""
+        ``arrival`` is the newest of mtime and ctime (minAge reads it); every other
+        rule reads ``mtime``. Runs once per listed entry: reasons are returned
+        unformatted (see :data:`~lethe.retention.summary.Why`) and the sort key is
+        computed only for the rules that compare it."""
         r = self.rules
         age = self.now - mtime
-        if r.minAge is not None and age < r.minAge:
+        if self._floor_protected(arrival):
+            if arrival > mtime:
+                return False, "minAge", (_arrived_within_min_age, r.minAge, self.now - arrival)
             return False, "minAge", (_younger_than_min_age, r.minAge, age)
-        within = r.calendar.within
-        if within is not None and age < within:
-            return False, "keepWithin", (_younger_than_keep_within, within, age)
+        if self._within_kept(mtime):
+            return False, "keepWithin", (_within_keep_within, self._within,
+                                         self._anchor_or_now() - mtime)
         if self._kept_last or self._calendars:
             keeps = self._keeps(item, mtime)
             if keeps:
@@ -296,7 +361,7 @@ class Planner:
                            for c in self._calendars)):
                 return False, "new-since-plan", ("new or changed since planning; a keep rule "
                                                  "would have kept it, so it stays")
-        if r.maxAge is not None and age > r.maxAge:
+        if self._expired(mtime):
             return True, "maxAge", (_older_than_max_age, r.maxAge, age)
         cap = self._cap
         if cap is not None and cap.cutoff is not None and (
@@ -319,10 +384,20 @@ class Planner:
             if item in kept:
                 _, label = bucket_of(c.granularity.name, mtime, self.tz)
                 unit = _UNIT[c.granularity.name]
+                if c.kept_as_oldest(item):
+                    used = c.buckets_used()
+                    keeps.append((c.granularity.rule,
+                                  f"the oldest {what[:-1]}, kept because {c.granularity.rule} "
+                                  f"{c.count} is not used up (only {used} {unit}"
+                                  f"{'' if used == 1 else 's'} with {what}), as restic does"))
+                    continue
                 keeps.append((c.granularity.rule,
                               f"newest of {unit} {label} ({r.timeZone}), one of the "
                               f"{c.count} most recent {unit}s kept by {c.granularity.rule}"))
         return keeps
+
+    def _anchor_or_now(self) -> float:
+        return self._anchor if self._anchor > float("-inf") else self.now
 
     # -- pass 2 ---------------------------------------------------------------------------
 
@@ -339,7 +414,8 @@ class Planner:
                 self._summary.add(d, items=1, entries=1, nbytes=e.size, age=None)
                 return d
             delete, rule, reason = self._judge(e.key, e.mtime, e.size,
-                                               valid=self._file_valid(e.size), pass2=True)
+                                               valid=self._file_valid(e.size), pass2=True,
+                                               arrival=_arrival(e))
             d = Decision(e.key, delete, rule, reason, None, e.size, e.key)
             self._summary.add(d, items=1, entries=1, nbytes=e.size,
                               age=self.now - e.mtime)
@@ -429,19 +505,31 @@ class Planner:
         }
 
 
-def _younger_than_min_age(limit: float, age: float) -> str:
-    return f"younger than minAge {fmt_duration(limit)} (age {fmt_duration(age)})"
+def _arrival(e: Entry) -> float:
+    """When an entry arrived or last changed: the newest of mtime and ctime."""
+    c = e.ctime
+    return e.mtime if c is None or c < e.mtime else c
 
 
-def _younger_than_keep_within(limit: float, age: float) -> str:
-    return f"younger than keepWithin {fmt_duration(limit)} (age {fmt_duration(age)})"
+def _younger_than_min_age(limit: Duration, age: float) -> str:
+    return f"younger than minAge {limit} (age {fmt_duration(age)})"
 
 
-def _older_than_max_age(limit: float, age: float) -> str:
-    return f"older than maxAge {fmt_duration(limit)} (age {fmt_duration(age)})"
+def _arrived_within_min_age(limit: Duration, since: float) -> str:
+    return (f"arrived or changed {fmt_duration(since)} ago (ctime), younger than minAge "
+            f"{limit}, although its mtime is older")
 
 
-def _beyond_max_total_size(cap: float, age: float) -> str:
+def _within_keep_within(limit: Duration, before_newest: float) -> str:
+    return (f"within keepWithin {limit} of the newest valid item "
+            f"({fmt_duration(before_newest)} before it)")
+
+
+def _older_than_max_age(limit: Duration, age: float) -> str:
+    return f"older than maxAge {limit} (age {fmt_duration(age)})"
+
+
+def _beyond_max_total_size(cap: int, age: float) -> str:
     return f"oldest beyond maxTotalSize {fmt_bytes(int(cap))} (age {fmt_duration(age)})"
 
 

@@ -26,7 +26,7 @@ RULE_ORDER: tuple[str, ...] = (
 #: A reason, or ``(format, limit, age)`` to write it with: only sampled decisions
 #: are ever read as text, so the planner defers the formatting (two durations
 #: per entry otherwise). A tuple, not a closure, so equal decisions compare equal.
-Why = str | tuple[Callable[[float, float], str], float, float]
+Why = str | tuple[Callable[[Any, float], str], Any, float]
 
 
 def reason_text(why: Why) -> str:
@@ -114,6 +114,14 @@ class Summary:
                 return r
         return RuleStats(rule=name)
 
+    def deletes_every_item(self) -> bool:
+        """True when the plan deletes at least one item and every item the rules
+        judged (selected, not ``ungrouped``): the ``allowDeleteAll`` brake's test.
+        A zero, a typo or a clock can turn a rule into "delete the whole target";
+        a policy that means it says so (``spec.safety.allowDeleteAll``)."""
+        judged = self.items - self.rule("ungrouped").kept_items
+        return self.deleted_items > 0 and self.deleted_items >= judged
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "entries": self.entries, "selected_entries": self.selected_entries,
@@ -121,6 +129,7 @@ class Summary:
             "deleted_entries": self.deleted_entries, "deleted_bytes": self.deleted_bytes,
             "kept_bytes": self.kept_bytes, "oldest_eligible_age": self.oldest_eligible_age,
             "refinement_passes": self.refinement_passes,
+            "deletes_every_item": self.deletes_every_item(),
             "rules": [r.to_dict() for r in self.rules],
         }
 

@@ -306,6 +306,10 @@ class Runner:
             return (f"plan deletes {pct:.1f}% of {plan.selected} selected items, more than "
                     f"spec.safety.maxDeletePercent ({s.maxDeletePercent}%); acknowledge the "
                     f"run or raise the limit")
+        if not s.allowDeleteAll and plan.summary.get("deletes_every_item"):
+            return (f"plan deletes every selected item ({plan.matched} of {plan.selected}); if "
+                    f"the policy means that, set spec.safety.allowDeleteAll: true, else fix "
+                    f"spec.rules (a keep count of 0 is not set) or acknowledge the run")
         return None
 
     def _publish_plan(self, run_id: str, plan: Plan) -> str:

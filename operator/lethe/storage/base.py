@@ -44,6 +44,11 @@ class Entry(NamedTuple):
     mtime: float  # seconds since the epoch, UTC, by the storage's clock
     fingerprint: str
     version_id: str | None = None
+    #: When the object arrived or last changed, if that can be later than ``mtime``:
+    #: POSIX ``st_ctime`` (``tar -x``, ``rsync -a`` and ``cp -p`` set old mtimes on
+    #: files created now), S3 ``LastModified`` (the write time). ``None``: unknown,
+    #: read as ``mtime``. Only the ``minAge`` floor reads it (docs/retention.md).
+    ctime: float | None = None
 
 
 class Outcome(enum.Enum):

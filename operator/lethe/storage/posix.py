@@ -400,8 +400,11 @@ class PosixStorage:
                     if is_reg(mode):
                         if st.st_dev == dev:  # else a nested mount's
                             size, mtime_ns = st.st_size, st.st_mtime_ns
+                            # ctime: when the file arrived (tar -x/rsync -a keep old
+                            # mtimes); the minAge floor reads the newer of the two.
                             yield Entry(base + ent.name, size, mtime_ns / 1e9,
-                                        f"{st.st_ino}:{size}:{mtime_ns}")
+                                        f"{st.st_ino}:{size}:{mtime_ns}", None,
+                                        st.st_ctime_ns / 1e9)
                     elif is_dir(mode):
                         child = self._open_child(dfd, ent.name, base + ent.name + "/", dev)
                         if child is not None:

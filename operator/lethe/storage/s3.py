@@ -330,8 +330,10 @@ class S3Storage:
                     key = self._relative(obj["Key"])
                     if key is None:
                         continue
-                    yield Entry(key=key, size=obj["Size"], mtime=obj["LastModified"].timestamp(),
-                                fingerprint=_fingerprint(obj["ETag"], obj["LastModified"]))
+                    written = obj["LastModified"].timestamp()  # the write time: minAge reads it
+                    yield Entry(key=key, size=obj["Size"], mtime=written,
+                                fingerprint=_fingerprint(obj["ETag"], obj["LastModified"]),
+                                ctime=written)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing {self.describe()} failed: {_errtext(exc)}") from None
 
@@ -345,9 +347,10 @@ class S3Storage:
                 key = self._relative(v["Key"])
                 if key is None:
                     continue
-                yield Entry(key=key, size=v["Size"], mtime=v["LastModified"].timestamp(),
+                written = v["LastModified"].timestamp()
+                yield Entry(key=key, size=v["Size"], mtime=written,
                             fingerprint=_fingerprint(v["ETag"], v["LastModified"]),
-                            version_id=v.get("VersionId"))
+                            version_id=v.get("VersionId"), ctime=written)
 
     def list_internal(self, prefix: str) -> Iterator[str]:
         """Keys (relative to the target prefix) starting with ``prefix`` (``.lethe/ledger/``)."""
