@@ -130,7 +130,7 @@ def test_secret_stays_secret_and_the_s3_manifest_lists_only_survivors(
                                                for k in old + new] + ["not-a-listed-key"]}
     client.put_object(Bucket=bucket, Key="data/manifest.json", Body=json.dumps(manifest))
     kube.apply(policy("media", n, _target(s3_server, bucket), rules={"maxAge": "3s"},
-                      select={"include": ["old-*"]},
+                      select={"include": ["old-*"]}, safety={"allowDeleteAll": True},
                       manifest={"path": "manifest.json"}))
     kube.apply(job("media", n, policyRef={"name": "media"}, mode="Enforce"))
     st = _finished(kube, "media", n)["status"]
