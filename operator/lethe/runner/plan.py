@@ -19,6 +19,7 @@ from json.encoder import encode_basestring
 from typing import Any, NamedTuple, TextIO
 
 from lethe.retention.planner import Planner
+from lethe.retention.select import nfc
 from lethe.spec import Policy
 from lethe.storage.base import Entry, Storage
 
@@ -91,13 +92,16 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
               progress: Callable[[str, int], None] | None = None) -> Plan:
     """Plan ``policy`` against ``storage`` as of ``now`` (the storage's clock).
 
-    ``exclude`` holds keys that are never candidates (the consumer manifest itself).
+    ``exclude`` holds keys that are never candidates (the consumer manifest itself),
+    compared under NFC like globs (a manifest path typed composed still protects a
+    file whose name is decomposed).
     """
+    exclude = frozenset(nfc(k) for k in exclude)
     planner = Planner.for_policy(policy, now=now)
     sealed = not planner.needs_observation and planner.seal()  # maxAge alone: one listing
     while not sealed:  # pass 1, plus refinement passes the size cap may ask for
         for n, e in enumerate(_current(storage, now=now, plan=None), 1):
-            if e.key not in exclude:
+            if not exclude or nfc(e.key) not in exclude:
                 planner.observe(e)
             if progress is not None and n % 10_000 == 0:
                 progress("scan", n)
@@ -143,7 +147,7 @@ def _decide_pass(planner: Planner, storage: Storage, plan: Plan, out: TextIO,
             future += 1
             continue
         scanned += 1
-        if e.key in exclude:
+        if exclude and nfc(e.key) in exclude:
             continue
         d = decide(e)
         if d.group != group:
