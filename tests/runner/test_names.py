@@ -162,3 +162,55 @@ def test_s3_exclude_and_include_match_across_normalization(
     assert left() == {f"p/{stored}/new.jpg", "p/other/new.jpg"}
     assert _ledger_keys(store, r["run_id"]) == [f"{stored}/protected.jpg"]
     store.close()
+
+
+# --- S3 keys that look like paths (issue #14 item 6) -------------------------------
+
+
+def test_s3_pathlike_keys_are_scanned_planned_and_deleted(
+        s3_server: S3Server, s3_bucket: str, journal: RaftJournal) -> None:
+    """Every key a listing returns is counted in ``scanned`` and planned like any
+    other; a deleted key leaves the consumer manifest whether it is listed there as
+    written (``./old``) or not; folder markers are reported, not dropped silently."""
+    client = s3_server.client()
+    old = ["/x", "a//b", "a/./b", "a/../b", "./old"]
+    for key in old:
+        client.put_object(Bucket=s3_bucket, Key="p/" + key, Body=b"o")
+    client.put_object(Bucket=s3_bucket, Key="p/dir/", Body=b"")  # a console "folder"
+    time.sleep(1.1)
+    new = ["x", "a/b", "b", "old"]
+    for key in new:
+        client.put_object(Bucket=s3_bucket, Key="p/" + key, Body=b"n")
+    client.put_object(Bucket=s3_bucket, Key="p/manifest.json", Body=json.dumps(
+        {"files": ["a/../b", "./old", "b"]}).encode())
+    r, store = _s3_run(s3_server, s3_bucket, journal, "s3-pathlike", rules={"keepLast": 4},
+                       manifest={"path": "manifest.json"})
+    assert (r["result"], r["scanned"], r["deleted"], r["errors"]) == ("Succeeded", 10, 5, 0), r
+    assert r["plan"]["folderMarkers"] == 1, r["plan"]
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="p/")["Contents"]
+            if not o["Key"].startswith("p/.lethe/")}
+    assert left == {"p/" + k for k in [*new, "manifest.json", "dir/"]}
+    assert _ledger_keys(store, r["run_id"]) == sorted(old)
+    doc = json.loads(client.get_object(Bucket=s3_bucket, Key="p/manifest.json")["Body"].read())
+    assert doc["files"] == ["b"]
+    store.close()
+
+
+def test_s3_groups_of_pathlike_keys(s3_server: S3Server, s3_bucket: str,
+                                    journal: RaftJournal) -> None:
+    """``groupBy`` splits opaque keys on ``/`` like any other: ``/a/1`` is in group
+    ``""`` and ``./s/1`` in group ``.``; each group is re-listed by exactly its own
+    prefix before deletion (``""`` must not mean the whole target)."""
+    client = s3_server.client()
+    for key in ("/a/1", "/a/2", "./s/1", "b//1"):
+        client.put_object(Bucket=s3_bucket, Key="p/" + key, Body=b"o")
+    time.sleep(1.1)
+    for key in ("new/1", "new/2"):
+        client.put_object(Bucket=s3_bucket, Key="p/" + key, Body=b"n")
+    r, store = _s3_run(s3_server, s3_bucket, journal, "s3-pathlike-groups",
+                       rules={"keepLast": 1}, groupBy={"depth": 1})
+    assert (r["result"], r["deleted"], r["skipped_changed"]) == ("Succeeded", 4, 0), r
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="p/")["Contents"]
+            if not o["Key"].startswith("p/.lethe/")}
+    assert left == {"p/new/1", "p/new/2"}
+    store.close()

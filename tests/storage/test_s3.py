@@ -164,9 +164,10 @@ def test_list_paginates_strips_prefix_and_skips_internal(store: S3Storage) -> No
     put_many(store, [*keys, "p/.lethe/ledger/x", "other/q", "p/a//b", "p/../up", "p/", "p/d0/"])
     calls = Calls(store)
     entries = list(store.list())
-    assert [e.key for e in entries] == sorted(k[2:] for k in keys)
+    # keys are opaque: 'a//b' and '../up' are entries like any other
+    assert [e.key for e in entries] == sorted([*(k[2:] for k in keys), "a//b", "../up"])
     assert calls.ops.count("ListObjectsV2") == 2  # 1,000 per page
-    assert store.skipped_keys == 2  # 'a//b' and '../up'; 'p/' itself is not a key
+    assert store.folder_markers == 2  # 'p/' and 'p/d0/': counted, not entries
     e = entries[0]
     assert e.size == 4 and e.version_id is None
     etag, ns = e.fingerprint.rsplit(":", 1)
@@ -284,9 +285,10 @@ def test_server_ignoring_conditions_gets_no_deletes(s3_server: S3Server, s3_buck
 def test_delete_batch_handles_more_than_one_chunk_and_bad_keys(store: S3Storage) -> None:
     put_many(store, [f"p/x{i:04d}" for i in range(1005)])
     entries = list(store.list())
+    # 'p/../evil' is a key like any other (absent here); the operator's own never go
     bad = [Entry("../evil", 1, 0, "f"), Entry(".lethe/ledger/x", 1, 0, "f")]
     results = store.delete_batch(bad + entries)
-    assert [r.outcome for r in results[:2]] == [Outcome.ERROR, Outcome.ERROR]
+    assert [r.outcome for r in results[:2]] == [Outcome.ALREADY_GONE, Outcome.ERROR]
     assert {r.outcome for r in results[2:]} == {Outcome.DELETED}
     assert list(store.list()) == []
 
@@ -455,3 +457,64 @@ def test_versioned_batch_is_fenced_before_its_request(versioned: S3Storage) -> N
     with pytest.raises(_LeaseLost):
         versioned.delete_versions(entries, fence=_fence_after(0))
     assert len(list(versioned.list())) == 5
+
+
+# --- keys that look like paths (issue #14 item 6) ---------------------------------
+
+PATHLIKE = ["/x", "a//b", "a/./b", "a/../b", "./c", "../d"]
+NEIGHBOURS = ["x", "a/b", "b", "c", "d"]  # what a path normalizer would make of them
+
+
+def _bucket_keys(store: S3Storage) -> set[str]:
+    pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])
+            if "/.lethe/" not in o["Key"]}
+
+
+@pytest.mark.parametrize("versioning", [False, True], ids=["unversioned", "versioned"])
+def test_pathlike_keys_are_listed_and_deleted_exactly(s3_server: S3Server, s3_bucket: str,
+                                                      versioning: bool) -> None:
+    """S3 keys are opaque: each path-like key is an entry and its delete removes
+    exactly that key (moto: DeleteObject per key, the key in the URL, after the
+    literal-URL probe; versioned: DeleteObjects, the key in XML)."""
+    store = make(s3_server, s3_bucket)
+    if versioning:
+        store.client.put_bucket_versioning(Bucket=s3_bucket,
+                                           VersioningConfiguration={"Status": "Enabled"})
+    put_many(store, ["p/" + k for k in PATHLIKE + NEIGHBOURS])
+    entries = list(store.list())
+    assert sorted(e.key for e in entries) == sorted(PATHLIKE + NEIGHBOURS)
+    store.check_fenced_deletes()
+    doomed = [e for e in entries if e.key in PATHLIKE]
+    results = store.delete_batch(doomed)
+    assert [(r.key, r.outcome) for r in results] == [(e.key, Outcome.DELETED) for e in doomed]
+    assert _bucket_keys(store) == {"p/" + k for k in NEIGHBOURS}
+    assert sorted(e.key for e in store.list()) == sorted(NEIGHBOURS)
+    store.close()
+
+
+def test_pathlike_keys_are_not_sent_in_urls_a_server_rewrites(store: S3Storage) -> None:
+    """A proxy that normalizes URL paths would turn DeleteObject of 'a/../b' into a
+    delete of 'b'. moto keeps paths literal, so the rewrite is done by a botocore
+    hook on the sent URL (the one part a real moto cannot produce); the probe
+    finds it and such keys get an error, while plain keys are still deleted."""
+    import posixpath
+    from urllib.parse import urlsplit, urlunsplit
+
+    def normalize(request: Any, **kw: Any) -> None:
+        u = urlsplit(request.url)
+        path = posixpath.normpath(u.path.replace("//", "/"))
+        request.url = urlunsplit(u._replace(path=path + ("/" if u.path.endswith("/") else "")))
+
+    put_many(store, ["p/" + k for k in PATHLIKE + NEIGHBOURS])
+    entries = list(store.list())
+    store.check_fenced_deletes()  # the conditional-delete probe, before the rewriting
+    store.client.meta.events.register("before-send.s3", normalize)
+    doomed = [e for e in entries if e.key in PATHLIKE or e.key == "c"]
+    results = store.delete_batch(doomed)
+    by = {r.key: r for r in results}
+    assert by.pop("c").outcome is Outcome.DELETED
+    assert {r.outcome for r in by.values()} == {Outcome.ERROR}
+    assert all("rewrites" in r.detail for r in by.values())
+    store.client.meta.events.unregister("before-send.s3", normalize)
+    assert _bucket_keys(store) == {"p/" + k for k in PATHLIKE + NEIGHBOURS if k != "c"}

@@ -55,6 +55,7 @@ class Plan:
     matched: int = 0
     matched_bytes: int = 0
     future: int = 0
+    folder_markers: int = 0  # S3 keys ending in "/": S3's directories, never items
     oldest_eligible: float | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +76,7 @@ class Plan:
         age = None if self.oldest_eligible is None else max(0.0, self.now - self.oldest_eligible)
         return {"scanned": self.scanned, "selected": self.selected, "matched": self.matched,
                 "matchedBytes": self.matched_bytes, "future": self.future,
+                "folderMarkers": self.folder_markers,
                 "oldestEligibleAgeSeconds": None if age is None else int(age)}
 
 
@@ -111,6 +113,8 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
             _decide_pass(planner, storage, plan, out, exclude, progress)
+        # Reported, not silently dropped (S3 only; see storage/s3.py).
+        plan.folder_markers = int(getattr(storage, "folder_markers", 0))
     except BaseException:
         os.unlink(path)
         raise

@@ -1,8 +1,10 @@
 """The one storage interface that the POSIX and S3 backends implement.
 
 Everything above this layer sees keys (``/``-separated, relative to the
-target root, never starting with ``/`` and never containing ``..``), entries
-and per-entry delete results; it never sees a path or a boto3 client.
+target root), entries and per-entry delete results; it never sees a path or a
+boto3 client. POSIX keys never start with ``/`` and never contain an empty,
+``.`` or ``..`` component (:func:`check_key`); S3 keys are opaque strings, and
+``/x`` or ``a/../b`` are keys like any other there (see storage/s3.py).
 """
 
 from __future__ import annotations

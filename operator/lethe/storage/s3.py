@@ -1,11 +1,17 @@
 """S3 backend: a bucket and a prefix on AWS, MinIO, Ceph RGW or any S3-compatible server.
 
-* Keys in :class:`~lethe.storage.base.Entry` are relative to the prefix. Keys
-  under ``<prefix>.lethe/`` are the operator's own and never listed as
-  candidates; keys that would not pass :func:`~lethe.storage.base.check_key`
-  (``a//b``, ``../x``) are skipped and counted in :attr:`S3Storage.skipped_keys`;
-  "folder" marker objects (keys ending in ``/``, or equal to the prefix) are
-  skipped silently.
+* Keys in :class:`~lethe.storage.base.Entry` are relative to the prefix and
+  opaque: ``/x``, ``a//b``, ``a/./b`` and ``a/../b`` are keys like any other
+  (S3 has no directories to escape), deleted by exactly that key. Keys under
+  ``<prefix>.lethe/`` are the operator's own and never listed as candidates.
+  "Folder" marker objects (keys ending in ``/``, or equal to the prefix) are
+  S3's directories, not items: they are not entries but are counted in
+  :attr:`S3Storage.folder_markers`, which the plan reports.
+* Where a key travels in a URL (DeleteObject on a server that honours only
+  ``If-Match``), a server or proxy that normalized ``//``, ``.`` or ``..``
+  segments would delete *another* key; such keys are deleted there only after
+  a probe under ``.lethe/`` showed the server keeps them literal (DeleteObjects
+  and the listings carry keys in XML or the query string: always literal).
 * Listing order is S3's: keys ascending by UTF-8 bytes, so all keys under one
   ``dir/`` prefix are contiguous.
 * Throttling: botocore's ``standard`` retry mode retries ``503 SlowDown``
@@ -92,6 +98,18 @@ _LOCK_WORDS: Final = ("object lock", "objectlock", "retention", "legal hold", "l
                       "worm", "locked")
 
 
+_NORMALIZED_URLS: Final = (
+    "not deleted: this server honours conditional deletes only on DeleteObject, where the "
+    "key travels in the URL, and a probe showed that it (or a proxy) rewrites '//', '.' or "
+    "'..' segments there, so the request could delete another key")
+
+
+def _in_url_ambiguous(full_key: str) -> bool:
+    """Would an HTTP server or proxy that normalizes paths read this key differently?"""
+    parts = full_key.split("/")
+    return "" in parts or "." in parts or ".." in parts
+
+
 def _ns(dt: datetime) -> int:
     """Exact nanoseconds since the epoch (no float rounding)."""
     return ((dt - _EPOCH) // timedelta(microseconds=1)) * 1000
@@ -165,8 +183,10 @@ class S3Storage:
         self._versioned: bool | None = None
         self._delete_mode: DeleteMode | None = None
         self._pool: ThreadPoolExecutor | None = None
-        #: Keys listed but not offered as entries (unsafe relative keys), last :meth:`list`.
-        self.skipped_keys = 0
+        #: Folder marker objects (keys ending in ``/``) in the last whole :meth:`list`:
+        #: not entries (S3's directories), counted so that nothing goes unreported.
+        self.folder_markers = 0
+        self._literal_urls: bool | None = None
         if client is None:
             config = Config(
                 s3={"addressing_style": "path" if target.forcePathStyle else "auto"},
@@ -301,27 +321,67 @@ class S3Storage:
         self._delete_mode = mode
         return mode
 
+    def _keeps_literal_urls(self) -> bool:
+        """Probe once whether keys with ``//``, ``.`` or ``..`` segments survive a trip
+        in a URL (PutObject, DeleteObject) to this server unchanged. The probe keys
+        lie under ``.lethe/``, so a server that rewrites them can only touch the
+        operator's own keys; they are removed with DeleteObjects (keys in XML)."""
+        if self._literal_urls is not None:
+            return self._literal_urls
+        base = self._internal + "probe/keys/"
+        want = {base + k for k in ("a//b", "a/./b", "a/../b")}
+
+        def present() -> set[str]:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base)
+            return {o["Key"] for o in page.get("Contents", [])}
+
+        ok = False
+        try:
+            for key in sorted(want):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lethe probe")
+            if present() == want:
+                for key in sorted(want):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                ok = not present()
+            leftover = present()
+            if leftover:
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in sorted(leftover)], "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("%s: probing keys with '//', '.' or '..' in URLs failed (%s); such "
+                        "keys are not deleted with DeleteObject", self.describe(), _errtext(exc))
+        log.info("%s: keys with '//', '.' or '..' segments in URLs: %s", self.describe(),
+                 "kept literal" if ok else "NOT kept literal (such keys are not deleted)")
+        self._literal_urls = ok
+        return ok
+
     # --- listing -----------------------------------------------------------------
 
     def _relative(self, full_key: str) -> str | None:
+        """The entry key of a listed key (opaque: any string), or ``None`` for the
+        operator's own keys and for folder markers (ending in ``/``)."""
         if full_key.startswith(self._internal) or not full_key.startswith(self.prefix):
             return None
         key = full_key[len(self.prefix):]
         if not key or key.endswith("/"):
-            return None  # "folder" marker objects (console-made): not data, not counted
-        try:
-            return check_key(key)
-        except StorageError:
-            self.skipped_keys += 1
             return None
+        return key
 
-    def list(self, prefix: str = "") -> Iterator[Entry]:
-        """Stream entries page by page (1,000 per request), in S3 key order."""
-        self.skipped_keys = 0
-        full = self.prefix + (check_key(prefix) + "/" if prefix else "")
+    def _marker(self, full_key: str) -> bool:
+        return full_key.endswith("/") and not full_key.startswith(self._internal)
+
+    def list(self, prefix: str | None = None) -> Iterator[Entry]:
+        """Stream entries page by page (1,000 per request), in S3 key order.
+
+        ``prefix`` is a group (any string: keys are opaque, so ``""`` is the group of
+        ``/x`` and lists below ``<target prefix>/``); ``None`` lists the whole target
+        and counts its folder markers in :attr:`folder_markers`."""
+        if prefix is None:
+            self.folder_markers = 0
+        full = self.prefix + ("" if prefix is None else prefix + "/")
         try:
             if self.is_versioned():
-                yield from self._list_versioned(full)
+                yield from self._list_versioned(full, count=prefix is None)
                 return
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full)
@@ -329,13 +389,15 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     key = self._relative(obj["Key"])
                     if key is None:
+                        if prefix is None and self._marker(obj["Key"]):
+                            self.folder_markers += 1
                         continue
                     yield Entry(key=key, size=obj["Size"], mtime=obj["LastModified"].timestamp(),
                                 fingerprint=_fingerprint(obj["ETag"], obj["LastModified"]))
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing {self.describe()} failed: {_errtext(exc)}") from None
 
-    def _list_versioned(self, full: str) -> Iterator[Entry]:
+    def _list_versioned(self, full: str, *, count: bool) -> Iterator[Entry]:
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=full)
         for page in pages:
@@ -344,6 +406,8 @@ class S3Storage:
                     continue
                 key = self._relative(v["Key"])
                 if key is None:
+                    if count and self._marker(v["Key"]):
+                        self.folder_markers += 1
                     continue
                 yield Entry(key=key, size=v["Size"], mtime=v["LastModified"].timestamp(),
                             fingerprint=_fingerprint(v["ETag"], v["LastModified"]),
@@ -424,10 +488,8 @@ class S3Storage:
         out: dict[int, DeleteResult] = {}
         todo: list[tuple[int, Entry, str]] = []
         for i, entry in chunk:
-            try:
-                check_key(entry.key)
-            except StorageError as exc:
-                out[i] = DeleteResult(entry.key, Outcome.ERROR, str(exc))
+            if not entry.key:  # keys are opaque strings, but never empty
+                out[i] = DeleteResult(entry.key, Outcome.ERROR, "refusing an empty key")
                 continue
             if entry.key.startswith(INTERNAL_PREFIX):
                 out[i] = DeleteResult(entry.key, Outcome.ERROR,
@@ -463,6 +525,9 @@ class S3Storage:
             if fp != entry.fingerprint:
                 out[i] = DeleteResult(entry.key, Outcome.CHANGED_SKIPPED,
                                       f"fingerprint {fp} != {entry.fingerprint}")
+                continue
+            if mode == "single" and _in_url_ambiguous(full) and not self._keeps_literal_urls():
+                out[i] = DeleteResult(entry.key, Outcome.ERROR, _NORMALIZED_URLS)
                 continue
             vid = entry.version_id if versioned else None
             ident = (full, vid)
@@ -619,10 +684,10 @@ class S3Storage:
             objects: list[ObjectIdentifierTypeDef] = []
             pre: dict[int, DeleteResult] = {}
             for n, e in enumerate(chunk):
-                if e.version_id is None or e.key.startswith(INTERNAL_PREFIX):
+                if e.version_id is None or not e.key or e.key.startswith(INTERNAL_PREFIX):
                     pre[n] = DeleteResult(e.key, Outcome.ERROR, "no VersionId / internal key")
                     continue
-                ident = (self.prefix + check_key(e.key), e.version_id)
+                ident = (self.prefix + e.key, e.version_id)
                 if ident not in groups:
                     objects.append({"Key": ident[0], "VersionId": ident[1]})
                 groups.setdefault(ident, []).append(e)
