@@ -81,6 +81,10 @@ class ConflictError(StorageError):
     """A conditional replace lost a race (S3 If-Match failed); read and retry."""
 
 
+#: Fingerprint prefix of a delete marker in :meth:`VersionedStorage.list_noncurrent_versions`
+#: (a marker has no ETag): ``"delete-marker:{last_modified_ns}"``.
+DELETE_MARKER = "delete-marker:"
+
 #: Raises when the caller may no longer delete (see :meth:`Storage.delete_batch`).
 Fence = Callable[[], None]
 
@@ -180,7 +184,10 @@ class VersionedStorage(Protocol):
 
     def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
         """Noncurrent versions that became noncurrent before ``older_than`` (storage
-        clock); ``version_id`` set, ``mtime`` the time they became noncurrent."""
+        clock); ``version_id`` set, ``mtime`` the time they became noncurrent. Also,
+        whatever their age, delete markers with no version of their key behind them
+        (S3 Lifecycle's ``ExpiredObjectDeleteMarker``): fingerprint
+        :data:`DELETE_MARKER` + LastModified in ns, size 0."""
         ...
 
     def delete_versions(self, entries: Sequence[Entry], *, fence: Fence = no_fence

@@ -21,12 +21,17 @@
   built here name the bucket, key and error code, never a credential.
 * Versioned buckets (``Enabled`` or ``Suspended``, checked once and cached):
   the listing comes from ListObjectVersions so each entry carries the current
-  VersionId, and deletes name that VersionId. An overwrite creates a *new*
-  version, which such a delete cannot touch. Deleting the current version by
-  id is permanent, and if older versions of the key exist the newest of them
-  becomes current again (the key reappears with older content); use
-  ``noncurrentVersionsMaxAge`` (:meth:`S3Storage.list_noncurrent_versions`) to
-  age those out.
+  VersionId. Expiring a current version follows S3 Lifecycle: a delete marker
+  is placed (DeleteObjects without VersionId), the data stays as a noncurrent
+  version until ``noncurrentVersionsMaxAge``, and no older version ever
+  becomes current again. Fencing (I3) on ``Enabled`` buckets: after placing the
+  marker, the key's versions are read back; if the newest version behind the
+  marker is not the planned one (an overwrite landed just before the marker),
+  the marker is removed again by its VersionId (undo) and the entry is
+  ``CHANGED_SKIPPED``. On ``Suspended`` buckets an overwrite reuses the
+  VersionId ``null``, so deletes there carry the ETag condition of unversioned
+  buckets (below). A delete marker with no version behind it is removed by
+  :meth:`S3Storage.list_noncurrent_versions` (``ExpiredObjectDeleteMarker``).
 * Unversioned buckets: a delete must be conditional on the ETag seen by the
   re-list just before it (I3), or an object overwritten in between is deleted.
   Servers differ, so :meth:`S3Storage.check_fenced_deletes` probes once: AWS
@@ -55,6 +60,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lethe.spec import S3Target
 from lethe.storage.base import (
+    DELETE_MARKER,
     INTERNAL_PREFIX,
     ConflictError,
     DeleteResult,
@@ -180,7 +186,7 @@ class S3Storage:
         self.bucket = target.bucket
         self.prefix = target.prefix
         self._internal = target.prefix + INTERNAL_PREFIX
-        self._versioned: bool | None = None
+        self._versioning: str | None = None  # "Enabled", "Suspended" or "" (never enabled)
         self._delete_mode: DeleteMode | None = None
         self._pool: ThreadPoolExecutor | None = None
         #: Folder marker objects (keys ending in ``/``) in the last whole :meth:`list`:
@@ -259,29 +265,33 @@ class S3Storage:
     def is_versioned(self) -> bool:
         """GetBucketVersioning, once. If it cannot be read, assume unversioned: a delete
         without VersionId on a versioned bucket only adds a (recoverable) delete marker."""
-        if self._versioned is None:
+        return self._versioning_status() in ("Enabled", "Suspended")
+
+    def _versioning_status(self) -> str:
+        if self._versioning is None:
             try:
                 status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
             except ClientError as exc:
                 log.warning("%s: cannot read versioning (%s); assuming unversioned",
                             self.describe(), _errtext(exc))
                 status = None
-            self._versioned = status in ("Enabled", "Suspended")
-        return self._versioned
+            self._versioning = str(status or "")
+        return self._versioning
 
     def check_fenced_deletes(self) -> None:
         """Raise :class:`TargetUnavailable` unless a delete here can be refused for
         an object changed since the re-list (I3): versioned buckets (deletes name a
         VersionId) or a server that honours ETag conditions on deletes."""
-        if self.is_versioned() or self._conditional_mode() != "none":
+        if self._versioning_status() == "Enabled" or self._conditional_mode() != "none":
             return
         raise TargetUnavailable(
             "ConditionalDeletesUnsupported",
             f"{self.describe()} ({self.target.endpoint or 'AWS'}) is unversioned and its "
             "server ignores ETag conditions on DeleteObject and DeleteObjects, so an object "
             "overwritten just before its delete would be deleted; Lethe deletes nothing "
-            f"there. Enable versioning on bucket {self.bucket!r} (deletes then name a "
-            "VersionId) or use a server with conditional deletes")
+            f"there. Enable versioning on bucket {self.bucket!r} (deletes then place delete "
+            "markers, checked and undone if an overwrite came first) or use a server with "
+            "conditional deletes")
 
     def _conditional_mode(self) -> DeleteMode:
         """Probe once with a throw-away object under ``.lethe/`` and a wrong ETag:
@@ -463,14 +473,16 @@ class S3Storage:
         (``StartAfter`` just below the smallest key, stopping past the
         largest) re-reads every ETag and LastModified without a request per
         object. A missing key is ``ALREADY_GONE``, a different fingerprint
-        ``CHANGED_SKIPPED``. The rest are deleted by VersionId on versioned
-        buckets, else on the condition that the ETag is still the one the
+        ``CHANGED_SKIPPED``. On ``Enabled`` versioned buckets the rest get a
+        delete marker (**one** DeleteObjects without VersionIds), then each key's
+        newest version is read back and a marker placed on top of an overwrite
+        is removed again (``CHANGED_SKIPPED``, see :meth:`_check_marker`). Else
+        the rest are deleted on the condition that the ETag is still the one the
         re-list saw: **one** DeleteObjects (``Quiet`` off, so every key gets a
         result) where the server honours per-object ETags, one ``If-Match``
         DeleteObject per key where it honours only that, and not at all where
         it honours neither. So an object overwritten after the re-list is
-        never deleted: the server refuses (``CHANGED_SKIPPED``), or the delete
-        names the old version and the overwrite is a new one.
+        never deleted nor hidden.
 
         A failure of the whole request (network, 5xx after retries, denied)
         yields ``ERROR`` for each entry concerned; nothing is raised. ``fence`` is
@@ -504,17 +516,20 @@ class S3Storage:
             msg = f"re-list before delete failed: {_errtext(exc)}"
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
-        versioned = self.is_versioned()
+        # Enabled versioning: a delete places a delete marker (S3 Lifecycle's expiry),
+        # checked and undone below. Else an ETag condition (Suspended buckets too: an
+        # overwrite there reuses the VersionId "null", so only the ETag tells).
+        markers = self._versioning_status() == "Enabled"
         try:
-            mode: DeleteMode = "batch" if versioned else self._conditional_mode()
+            mode: DeleteMode = "batch" if markers else self._conditional_mode()
         except TargetUnavailable as exc:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, str(exc)) for i, e, _f in todo})
             return out
-        if mode == "none":  # never an unconditional delete on an unversioned bucket (I3)
+        if mode == "none":  # never an unconditional delete without versioning (I3)
             msg = "server ignores conditional deletes; not deleting (enable versioning)"
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
-        to_delete: dict[tuple[str, str | None], list[tuple[int, Entry]]] = {}
+        to_delete: dict[str, list[tuple[int, Entry]]] = {}  # full key -> its entries
         objects: list[ObjectIdentifierTypeDef] = []
         for i, entry, full in todo:
             seen = current.get(full)
@@ -529,16 +544,12 @@ class S3Storage:
             if mode == "single" and _in_url_ambiguous(full) and not self._keeps_literal_urls():
                 out[i] = DeleteResult(entry.key, Outcome.ERROR, _NORMALIZED_URLS)
                 continue
-            vid = entry.version_id if versioned else None
-            ident = (full, vid)
-            if ident not in to_delete:
+            if full not in to_delete:
                 obj: ObjectIdentifierTypeDef = {"Key": full}
-                if vid is not None:
-                    obj["VersionId"] = vid
-                else:
+                if not markers:
                     obj["ETag"] = seen[0]
                 objects.append(obj)
-            to_delete.setdefault(ident, []).append((i, entry))
+            to_delete.setdefault(full, []).append((i, entry))
         if not objects:
             return out
         resp: Mapping[str, Any]
@@ -554,20 +565,15 @@ class S3Storage:
             for group in to_delete.values():
                 out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e in group})
             return out
-        def take(key: str, vid: str | None) -> list[tuple[int, Entry]]:
-            # Servers differ in echoing VersionId (moto omits it in Errors): fall
-            # back to the one request we made for that key.
-            if (key, vid) in to_delete:
-                return to_delete.pop((key, vid))
-            for ident in [i for i in to_delete if i[0] == key][:1]:
-                return to_delete.pop(ident)
-            return []
-
+        placed: list[tuple[str, str, list[tuple[int, Entry]]]] = []
         for d in resp.get("Deleted", []):
-            group = take(d["Key"], d.get("VersionId") if versioned else None)
+            group = to_delete.pop(d["Key"], [])
+            if markers and d.get("DeleteMarkerVersionId") and group:
+                placed.append((d["Key"], str(d["DeleteMarkerVersionId"]), group))
+                continue
             out.update({i: DeleteResult(e.key, Outcome.DELETED) for i, e in group})
         for err in resp.get("Errors", []):
-            group = take(err["Key"], err.get("VersionId") if versioned else None)
+            group = to_delete.pop(err["Key"], [])
             code, message = err.get("Code", "?"), err.get("Message", "")
             if code in ("NoSuchKey", "NoSuchVersion"):
                 outcome = Outcome.ALREADY_GONE
@@ -581,7 +587,75 @@ class S3Storage:
         for group in to_delete.values():  # the server said nothing about these
             out.update({i: DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects")
                         for i, e in group})
+        if placed:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_SINGLE_DELETE_WORKERS,
+                                                thread_name_prefix="s3-delete")
+            checks = [(group, self._pool.submit(self._check_marker, full, mid, group[0][1]))
+                      for full, mid, group in placed]
+            for group, fut in checks:
+                outcome, detail = fut.result()
+                out.update({i: DeleteResult(e.key, outcome, detail) for i, e in group})
         return out
+
+    def _newest_version(self, full: str) -> dict[str, Any] | None:
+        """The key's newest version (not a delete marker), or ``None``.
+
+        ListObjectVersions with ``Prefix`` = the key: its items come first (keys
+        that extend it sort after it), newest first; versions and delete markers
+        arrive in separate lists, but the newest *version* is the first of its list.
+        Pages only until that version is seen (usually one request)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": 100}
+        while True:
+            page = self.client.list_object_versions(**kwargs)
+            for v in page.get("Versions", []):
+                if v["Key"] == full:
+                    return dict(v)
+            if not page.get("IsTruncated") or page.get("NextKeyMarker") != full:
+                return None
+            kwargs["KeyMarker"] = page["NextKeyMarker"]
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+
+    def _check_marker(self, full: str, marker: str, planned: Entry) -> tuple[Outcome, str]:
+        """After placing delete marker ``marker`` on ``full`` (I3 on versioned buckets):
+        keep it if the newest version of the key is the planned one (or a version
+        written after the marker, which is current); else an overwrite landed between
+        the re-list and the marker and would now be hidden, so remove the marker again
+        by its VersionId (undo). The undo is not fenced: it only takes back our own
+        marker, and skipping it after losing the lease would leave new data hidden."""
+        unverified = False
+        try:
+            newest = self._newest_version(full)
+        except (ClientError, BotoCoreError) as exc:
+            newest, unverified = None, True
+            why = f"reading its versions failed ({_errtext(exc)})"
+        else:
+            if newest is not None and (
+                    newest.get("VersionId") == planned.version_id if planned.version_id
+                    else _fingerprint(newest["ETag"], newest["LastModified"])
+                    == planned.fingerprint):
+                return Outcome.DELETED, (f"delete marker {marker} placed; version "
+                                         f"{newest.get('VersionId')} kept as noncurrent")
+            if newest is not None and newest.get("IsLatest"):
+                return Outcome.DELETED, (f"delete marker {marker} placed; version "
+                                         f"{newest.get('VersionId')} written after it is current")
+            why = ("no version behind it" if newest is None else
+                   f"version {newest.get('VersionId')} was written before it")
+        try:
+            resp = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": full, "VersionId": marker}], "Quiet": False})
+            errors = resp.get("Errors", [])
+            if errors:
+                raise StorageError(f"{errors[0].get('Code', '?')}: {errors[0].get('Message', '')}")
+        except (ClientError, BotoCoreError, StorageError) as exc:
+            text = _errtext(exc) if not isinstance(exc, StorageError) else str(exc)
+            return Outcome.ERROR, (f"delete marker {marker} placed but {why}; removing the "
+                                   f"marker failed ({text}): remove version {marker} of "
+                                   f"{full!r} by hand")
+        if unverified:  # nothing deleted: the planned version is current again
+            return Outcome.ERROR, f"delete marker {marker} removed again (undo): {why}"
+        outcome = Outcome.ALREADY_GONE if newest is None else Outcome.CHANGED_SKIPPED
+        return outcome, f"delete marker {marker} removed again (undo): {why}"
 
     def _delete_each(self, objects: builtins.list[ObjectIdentifierTypeDef], fence: Fence
                      ) -> dict[str, Any]:
@@ -630,42 +704,60 @@ class S3Storage:
     # --- versions and uploads ----------------------------------------------------
 
     def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
-        """Noncurrent versions that became noncurrent before ``older_than``.
+        """Noncurrent versions that became noncurrent before ``older_than``, and
+        delete markers with nothing behind them.
 
         ``older_than`` is an absolute time, epoch seconds by the storage's clock
         (``now() - noncurrentVersionsMaxAge``). A version becomes noncurrent
         when the next newer version or delete marker of its key is written,
         which is how S3 lifecycle rules count it; ``Entry.mtime`` is that time.
-        Delete markers themselves are not returned. Streaming; one key's
-        history at a time.
+        A key whose history holds delete markers and no version at all yields
+        those markers (S3 Lifecycle's ``ExpiredObjectDeleteMarker``; fingerprint
+        :data:`~lethe.storage.base.DELETE_MARKER`): removing them shows nothing
+        old again. A marker that still covers a version is left alone; once that
+        version has gone, a later run removes the marker, never the same run (if
+        the version's delete failed, the marker would be all that hides it).
+        Streaming; one key's history at a time.
         """
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=self.prefix)
         last_key: str | None = None
         successor: datetime | None = None  # LastModified of the next newer item of last_key
+        has_version = False  # last_key has a version (not only delete markers)
+        markers: list[Entry] = []  # last_key's delete markers, until we know
         try:
             for page in pages:
-                items: list[tuple[str, datetime, bool, dict[str, Any] | None]] = [
-                    (v["Key"], v["LastModified"], bool(v.get("IsLatest")), dict(v))
+                items: list[tuple[str, datetime, bool, dict[str, Any], bool]] = [
+                    (v["Key"], v["LastModified"], bool(v.get("IsLatest")), dict(v), False)
                     for v in page.get("Versions", [])]
-                items += [(m["Key"], m["LastModified"], bool(m.get("IsLatest")), None)
+                items += [(m["Key"], m["LastModified"], bool(m.get("IsLatest")), dict(m), True)
                           for m in page.get("DeleteMarkers", [])]
                 # S3 order: key ascending, then newest first (bytes order == str order);
                 # the page splits versions from delete markers, so merge them back, the
                 # latest first when two share a LastModified (1 s resolution).
                 items.sort(key=lambda t: (t[0], -_ns(t[1]), not t[2]))
-                for full, modified, _latest, version in items:
+                for full, modified, latest, item, is_marker in items:
                     if full != last_key:
-                        last_key, successor = full, None
-                    if version is not None and not version.get("IsLatest") \
-                            and successor is not None:
-                        key = self._relative(full)
-                        if key is not None and successor.timestamp() < older_than:
-                            yield Entry(key=key, size=version.get("Size", 0),
+                        if not has_version:
+                            yield from markers
+                        last_key, successor, has_version, markers = full, None, False, []
+                    key = self._relative(full)
+                    if is_marker:
+                        if key is not None:
+                            markers.append(Entry(key=key, size=0, mtime=modified.timestamp(),
+                                                 fingerprint=f"{DELETE_MARKER}{_ns(modified)}",
+                                                 version_id=item["VersionId"]))
+                    else:
+                        has_version = True
+                        if not latest and successor is not None and key is not None \
+                                and successor.timestamp() < older_than:
+                            yield Entry(key=key, size=item.get("Size", 0),
                                         mtime=successor.timestamp(),
-                                        fingerprint=_fingerprint(version["ETag"], modified),
-                                        version_id=version["VersionId"])
+                                        fingerprint=_fingerprint(item["ETag"], modified),
+                                        version_id=item["VersionId"])
                     successor = modified
+            if not has_version:
+                yield from markers
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing versions of {self.describe()} failed: "
                                f"{_errtext(exc)}") from None
@@ -705,8 +797,11 @@ class S3Storage:
                         outcome = (Outcome.LOCKED if _is_lock_error(code, msg) else
                                    Outcome.ALREADY_GONE if code in ("NoSuchKey", "NoSuchVersion")
                                    else Outcome.ERROR)
-                        by_ident[(err["Key"], err.get("VersionId", ""))] = DeleteResult(
-                            err["Key"], outcome, f"{code}: {msg}")
+                        ident = (err["Key"], err.get("VersionId", ""))
+                        if not ident[1]:  # moto omits it: the key's one version asked for
+                            asked = [i for i in groups if i[0] == ident[0]]
+                            ident = asked[0] if len(asked) == 1 else ident
+                        by_ident[ident] = DeleteResult(err["Key"], outcome, f"{code}: {msg}")
                 except (ClientError, BotoCoreError) as exc:
                     text = f"DeleteObjects failed: {_errtext(exc)}"
                     by_ident = {i: DeleteResult(i[0], Outcome.ERROR, text) for i in groups}
@@ -715,7 +810,9 @@ class S3Storage:
                     results.append(pre[n])
                     continue
                 r = by_ident.get((self.prefix + e.key, e.version_id or ""))
-                results.append(DeleteResult(e.key, r.outcome, r.detail or f"version {e.version_id}")
+                what = (f"delete marker {e.version_id} removed (no version behind it)"
+                        if e.fingerprint.startswith(DELETE_MARKER) else f"version {e.version_id}")
+                results.append(DeleteResult(e.key, r.outcome, r.detail or what)
                                if r else
                                DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
         return results
