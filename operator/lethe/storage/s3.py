@@ -588,48 +588,58 @@ class S3Storage:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects")
                         for i, e in group})
         if placed:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(_SINGLE_DELETE_WORKERS,
-                                                thread_name_prefix="s3-delete")
-            checks = [(group, self._pool.submit(self._check_marker, full, mid, group[0][1]))
-                      for full, mid, group in placed]
-            for group, fut in checks:
-                outcome, detail = fut.result()
+            try:
+                newest: dict[str, dict[str, Any]] | None = self._newest_versions(
+                    [full for full, _m, _g in placed])
+                failure = ""
+            except (ClientError, BotoCoreError) as exc:
+                newest, failure = None, f"reading its versions failed ({_errtext(exc)})"
+            for full, mid, group in placed:
+                outcome, detail = self._check_marker(
+                    full, mid, group[0][1], None if newest is None else newest.get(full),
+                    failure=failure)
                 out.update({i: DeleteResult(e.key, outcome, detail) for i, e in group})
         return out
 
-    def _newest_version(self, full: str) -> dict[str, Any] | None:
-        """The key's newest version (not a delete marker), or ``None``.
-
-        ListObjectVersions with ``Prefix`` = the key: its items come first (keys
-        that extend it sort after it), newest first; versions and delete markers
-        arrive in separate lists, but the newest *version* is the first of its list.
-        Pages only until that version is seen (usually one request)."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": 100}
+    def _newest_versions(self, full_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest version (not a delete marker) of each of ``full_keys`` that has
+        one: one ListObjectVersions over the keys' range, like :meth:`_relist` (more
+        pages only if other versions lie in that range), not a request per key.
+        Versions of a key come newest first, so the first one seen is its newest."""
+        lo, hi = min(full_keys), max(full_keys)
+        common = self.prefix
+        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
+            if a != b:
+                break
+            common += a
+        wanted = set(full_keys)
+        found: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
+        start = _key_before(lo)
+        if start > common:
+            kwargs["KeyMarker"] = start
         while True:
             page = self.client.list_object_versions(**kwargs)
             for v in page.get("Versions", []):
-                if v["Key"] == full:
-                    return dict(v)
-            if not page.get("IsTruncated") or page.get("NextKeyMarker") != full:
-                return None
-            kwargs["KeyMarker"] = page["NextKeyMarker"]
+                if v["Key"] in wanted and v["Key"] not in found:
+                    found[v["Key"]] = dict(v)
+            next_key = page.get("NextKeyMarker")
+            if not page.get("IsTruncated") or not next_key or next_key > hi:
+                return found
+            kwargs["KeyMarker"] = next_key
             kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
 
-    def _check_marker(self, full: str, marker: str, planned: Entry) -> tuple[Outcome, str]:
+    def _check_marker(self, full: str, marker: str, planned: Entry,
+                      newest: dict[str, Any] | None, *, failure: str) -> tuple[Outcome, str]:
         """After placing delete marker ``marker`` on ``full`` (I3 on versioned buckets):
         keep it if the newest version of the key is the planned one (or a version
         written after the marker, which is current); else an overwrite landed between
         the re-list and the marker and would now be hidden, so remove the marker again
         by its VersionId (undo). The undo is not fenced: it only takes back our own
         marker, and skipping it after losing the lease would leave new data hidden."""
-        unverified = False
-        try:
-            newest = self._newest_version(full)
-        except (ClientError, BotoCoreError) as exc:
-            newest, unverified = None, True
-            why = f"reading its versions failed ({_errtext(exc)})"
-        else:
+        unverified = bool(failure)
+        why = failure
+        if not unverified:
             if newest is not None and (
                     newest.get("VersionId") == planned.version_id if planned.version_id
                     else _fingerprint(newest["ETag"], newest["LastModified"])
