@@ -385,7 +385,10 @@ class Runner:
         store = self.storage
         if max_age is None or not isinstance(store, VersionedStorage) or not store.is_versioned():
             return
+        selector = Selector(self.policy.selection)
         for e in store.list_noncurrent_versions(now - max_age):
+            if not selector.matches_key(e.key):  # an excluded key's history is kept too
+                continue
             rule = (EXPIRED_MARKER_RULE if e.fingerprint.startswith(DELETE_MARKER)
                     else NONCURRENT_RULE)
             yield PlannedEntry(key=e.key, size=e.size, mtime=e.mtime, fingerprint=e.fingerprint,
