@@ -90,6 +90,8 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"  oldest eligible item is {plan['oldestEligibleAgeSeconds'] // 3600} h old")
     if plan.get("future"):
         print(f"  skipped {plan['future']} entries with future timestamps")
+    if plan.get("folderMarkers"):
+        print(f"  skipped {plan['folderMarkers']} folder marker objects (S3 keys ending in '/')")
     summary = plan.get("rules") or {}
     per_rule = summary.get("rules") or []
     if per_rule:

@@ -37,7 +37,7 @@ from lethe.retention.calendar import CalendarKeeper, bucket_of, granularities_of
 from lethe.retention.groups import GroupRecord, group_of
 from lethe.retention.keeplast import NewestKeeper
 from lethe.retention.order import fmt_bytes, fmt_duration, mtime_of, sort_key
-from lethe.retention.select import Selector
+from lethe.retention.select import Selector, nfc
 from lethe.retention.sizecap import SizeCap
 from lethe.retention.summary import Decision, Summary, SummaryBuilder, Why, reason_text
 from lethe.spec import Duration, GroupBy, Policy, Rules, Selection
@@ -148,7 +148,9 @@ class Planner:
 
     def _is_marker(self, group: str, key: str) -> bool:
         v = self._validity
-        return v is not None and v.markerFile is not None and key == f"{group}/{v.markerFile}"
+        # NFC: a marker written by a macOS client matches the name typed in the spec
+        return (v is not None and v.markerFile is not None
+                and nfc(key) == nfc(f"{group}/{v.markerFile}"))
 
     def _set_protected(self, item: str) -> bool:
         return item in self._kept_last or any(item in k for k in self._kept_cal)

@@ -7,17 +7,37 @@ silently skipped ``.cache.tmp`` would surprise people). An empty include list
 means "everything". Exclude always wins over include. Size bounds are
 inclusive. The operator's own ``.lethe/`` files are never selected, whatever
 the globs say (defence in depth: the storage layer already hides them).
+
+Names compare under Unicode NFC: a key and a glob that look the same match,
+whichever of them is composed (``ë``, U+00EB) or decomposed (``e`` + U+0308,
+as macOS writes names to NFS and SMB shares). Only the comparison is
+normalized: keys stay the storage's real names everywhere else (plan, ledger,
+deletes). Two names that differ only in normalization are two objects, and a
+glob written either way matches both.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from lethe.spec import Selection
 from lethe.storage.base import INTERNAL_PREFIX
 
-__all__ = ["Selector"]
+__all__ = ["Selector", "nfc"]
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode NFC, for comparing a name with what a person typed.
+
+    Never use the result to reach storage: it may not be the object's real name.
+    Lone surrogates (POSIX names that are not UTF-8, see storage/posix.py) pass
+    through unchanged. Runs once per listed entry: ASCII returns at once.
+    """
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", text)
 
 
 def _compile(patterns: Sequence[str]) -> Any:
@@ -25,7 +45,7 @@ def _compile(patterns: Sequence[str]) -> Any:
     # `lethe apply`'s start-up, and an age-only policy never needs it.
     from wcmatch import glob
 
-    return glob.compile(list(patterns), flags=glob.GLOBSTAR | glob.DOTGLOB)
+    return glob.compile([nfc(p) for p in patterns], flags=glob.GLOBSTAR | glob.DOTGLOB)
 
 
 class Selector:
@@ -50,6 +70,8 @@ class Selector:
         """``None`` if selected, else a short reason (shown in plans)."""
         if key.startswith(INTERNAL_PREFIX):
             return "internal .lethe/ file"
+        if self._exclude is not None or self._include is not None:
+            key = nfc(key)  # globs were compiled in NFC
         if self._exclude is not None and self._exclude.match(key):
             return "matches an exclude glob"
         if self._include is not None and not self._include.match(key):

@@ -50,6 +50,7 @@ from lethe.runner import ledger, manifest
 from lethe.runner.plan import Plan, PlannedEntry, make_plan
 from lethe.spec import Policy
 from lethe.storage.base import (
+    DELETE_MARKER,
     INTERNAL_PREFIX,
     Entry,
     Outcome,
@@ -69,6 +70,8 @@ PIPELINE_DEPTH = 3
 LEASE_WAIT = 3.0
 #: The ledger rule of a noncurrent version removed by ``noncurrentVersionsMaxAge``.
 NONCURRENT_RULE = "noncurrentVersionsMaxAge"
+#: The ledger rule of a delete marker removed because no version is behind it.
+EXPIRED_MARKER_RULE = "expiredObjectDeleteMarker"
 
 
 class LostLeadership(JournalError):
@@ -379,15 +382,21 @@ class Runner:
 
     def _noncurrent(self, now: float) -> Iterator[PlannedEntry]:
         """``spec.target.s3.noncurrentVersionsMaxAge``: the noncurrent versions to
-        remove, after the plan's own deletions, batched and journaled like them. Not
-        counted by the brakes, which judge the plan of current objects."""
+        remove, and delete markers with nothing behind them, after the plan's own
+        deletions, batched and journaled like them. Not counted by the brakes, which
+        judge the plan of current objects."""
         max_age = getattr(self.policy.target, "noncurrentVersionsMaxAge", None)
         store = self.storage
         if max_age is None or not isinstance(store, VersionedStorage) or not store.is_versioned():
             return
+        selector = Selector(self.policy.selection)
         for e in store.list_noncurrent_versions(now - max_age):
+            if not selector.matches_key(e.key):  # an excluded key's history is kept too
+                continue
+            rule = (EXPIRED_MARKER_RULE if e.fingerprint.startswith(DELETE_MARKER)
+                    else NONCURRENT_RULE)
             yield PlannedEntry(key=e.key, size=e.size, mtime=e.mtime, fingerprint=e.fingerprint,
-                               rule=NONCURRENT_RULE, version_id=e.version_id)
+                               rule=rule, version_id=e.version_id)
 
     def _abort_uploads(self, now: float) -> None:
         """``spec.target.s3.abortIncompleteUploadsAfter``, once the deletions are done."""
@@ -455,7 +464,7 @@ class Runner:
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]
-        if intent.entries and intent.entries[0].rule == NONCURRENT_RULE:
+        if intent.entries and intent.entries[0].rule in (NONCURRENT_RULE, EXPIRED_MARKER_RULE):
             # Exact versions, never current ones: a batch holds only these (see _apply).
             if not isinstance(self.storage, VersionedStorage):
                 raise StorageError(f"{self.storage.describe()} has no object versions")

@@ -15,6 +15,7 @@ import json
 from collections.abc import Collection
 from typing import Any
 
+from lethe.retention.select import nfc
 from lethe.storage.base import ConflictError, Storage, StorageError
 
 __all__ = ["ManifestError", "remove_entries"]
@@ -34,9 +35,21 @@ def _entry_key(item: Any) -> str | None:
     return None
 
 
+def _listed(item: Any, keys: Collection[str]) -> bool:
+    """Does the entry name one of ``keys`` (given in NFC)? Compared under NFC, and
+    both as written and without a leading ``./``: S3 keys are opaque (``./x`` and
+    ``x`` are two objects), so an entry either could mean leaves the manifest.
+    Removing one entry too many is safe (I4); keeping a deleted key's is not."""
+    key = _entry_key(item)
+    if key is None:
+        return False
+    raw = item if isinstance(item, str) else item["path"]
+    return nfc(key) in keys or nfc(raw) in keys
+
+
 def _filter(doc: Any, keys: Collection[str], *, path: str) -> tuple[Any, int]:
     if isinstance(doc, list):
-        kept = [it for it in doc if _entry_key(it) not in keys]
+        kept = [it for it in doc if not _listed(it, keys)]
         return kept, len(doc) - len(kept)
     if isinstance(doc, dict) and isinstance(doc.get("files"), list):
         files, removed = _filter(doc["files"], keys, path=path)
@@ -51,6 +64,7 @@ def remove_entries(*, storage: Storage, path: str, keys: Collection[str]) -> int
     Idempotent: keys already absent are fine (a resumed batch repeats this step).
     A missing manifest references nothing, so there is nothing to do.
     """
+    keys = frozenset(nfc(k) for k in keys)
     for _ in range(MAX_CONFLICT_RETRIES):
         try:
             got = storage.read_object(path)

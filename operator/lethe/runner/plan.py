@@ -19,6 +19,7 @@ from json.encoder import encode_basestring
 from typing import Any, NamedTuple, TextIO
 
 from lethe.retention.planner import Planner
+from lethe.retention.select import nfc
 from lethe.spec import Policy
 from lethe.storage.base import Entry, Storage
 
@@ -54,6 +55,7 @@ class Plan:
     matched: int = 0
     matched_bytes: int = 0
     future: int = 0
+    folder_markers: int = 0  # S3 keys ending in "/": S3's directories, never items
     oldest_eligible: float | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +76,7 @@ class Plan:
         age = None if self.oldest_eligible is None else max(0.0, self.now - self.oldest_eligible)
         return {"scanned": self.scanned, "selected": self.selected, "matched": self.matched,
                 "matchedBytes": self.matched_bytes, "future": self.future,
+                "folderMarkers": self.folder_markers,
                 "oldestEligibleAgeSeconds": None if age is None else int(age)}
 
 
@@ -91,13 +94,16 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
               progress: Callable[[str, int], None] | None = None) -> Plan:
     """Plan ``policy`` against ``storage`` as of ``now`` (the storage's clock).
 
-    ``exclude`` holds keys that are never candidates (the consumer manifest itself).
+    ``exclude`` holds keys that are never candidates (the consumer manifest itself),
+    compared under NFC like globs (a manifest path typed composed still protects a
+    file whose name is decomposed).
     """
+    exclude = frozenset(nfc(k) for k in exclude)
     planner = Planner.for_policy(policy, now=now)
     sealed = not planner.needs_observation and planner.seal()  # maxAge alone: one listing
     while not sealed:  # pass 1, plus refinement passes the size cap may ask for
         for n, e in enumerate(_current(storage, now=now, plan=None), 1):
-            if e.key not in exclude:
+            if not exclude or nfc(e.key) not in exclude:
                 planner.observe(e)
             if progress is not None and n % 10_000 == 0:
                 progress("scan", n)
@@ -107,6 +113,8 @@ def make_plan(*, policy: Policy, storage: Storage, now: float, spool_dir: str | 
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
             _decide_pass(planner, storage, plan, out, exclude, progress)
+        # Reported, not silently dropped (S3 only; see storage/s3.py).
+        plan.folder_markers = int(getattr(storage, "folder_markers", 0))
     except BaseException:
         os.unlink(path)
         raise
@@ -143,7 +151,7 @@ def _decide_pass(planner: Planner, storage: Storage, plan: Plan, out: TextIO,
             future += 1
             continue
         scanned += 1
-        if e.key in exclude:
+        if exclude and nfc(e.key) in exclude:
             continue
         d = decide(e)
         if d.group != group:

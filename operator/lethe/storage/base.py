@@ -1,8 +1,10 @@
 """The one storage interface that the POSIX and S3 backends implement.
 
 Everything above this layer sees keys (``/``-separated, relative to the
-target root, never starting with ``/`` and never containing ``..``), entries
-and per-entry delete results; it never sees a path or a boto3 client.
+target root), entries and per-entry delete results; it never sees a path or a
+boto3 client. POSIX keys never start with ``/`` and never contain an empty,
+``.`` or ``..`` component (:func:`check_key`); S3 keys are opaque strings, and
+``/x`` or ``a/../b`` are keys like any other there (see storage/s3.py).
 """
 
 from __future__ import annotations
@@ -83,6 +85,10 @@ class TargetUnavailable(StorageError):
 class ConflictError(StorageError):
     """A conditional replace lost a race (S3 If-Match failed); read and retry."""
 
+
+#: Fingerprint prefix of a delete marker in :meth:`VersionedStorage.list_noncurrent_versions`
+#: (a marker has no ETag): ``"delete-marker:{last_modified_ns}"``.
+DELETE_MARKER = "delete-marker:"
 
 #: Raises when the caller may no longer delete (see :meth:`Storage.delete_batch`).
 Fence = Callable[[], None]
@@ -183,7 +189,10 @@ class VersionedStorage(Protocol):
 
     def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
         """Noncurrent versions that became noncurrent before ``older_than`` (storage
-        clock); ``version_id`` set, ``mtime`` the time they became noncurrent."""
+        clock); ``version_id`` set, ``mtime`` the time they became noncurrent. Also,
+        whatever their age, delete markers with no version of their key behind them
+        (S3 Lifecycle's ``ExpiredObjectDeleteMarker``): fingerprint
+        :data:`DELETE_MARKER` + LastModified in ns, size 0."""
         ...
 
     def delete_versions(self, entries: Sequence[Entry], *, fence: Fence = no_fence

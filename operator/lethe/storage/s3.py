@@ -1,11 +1,17 @@
 """S3 backend: a bucket and a prefix on AWS, MinIO, Ceph RGW or any S3-compatible server.
 
-* Keys in :class:`~lethe.storage.base.Entry` are relative to the prefix. Keys
-  under ``<prefix>.lethe/`` are the operator's own and never listed as
-  candidates; keys that would not pass :func:`~lethe.storage.base.check_key`
-  (``a//b``, ``../x``) are skipped and counted in :attr:`S3Storage.skipped_keys`;
-  "folder" marker objects (keys ending in ``/``, or equal to the prefix) are
-  skipped silently.
+* Keys in :class:`~lethe.storage.base.Entry` are relative to the prefix and
+  opaque: ``/x``, ``a//b``, ``a/./b`` and ``a/../b`` are keys like any other
+  (S3 has no directories to escape), deleted by exactly that key. Keys under
+  ``<prefix>.lethe/`` are the operator's own and never listed as candidates.
+  "Folder" marker objects (keys ending in ``/``, or equal to the prefix) are
+  S3's directories, not items: they are not entries but are counted in
+  :attr:`S3Storage.folder_markers`, which the plan reports.
+* Where a key travels in a URL (DeleteObject on a server that honours only
+  ``If-Match``), a server or proxy that normalized ``//``, ``.`` or ``..``
+  segments would delete *another* key; such keys are deleted there only after
+  a probe under ``.lethe/`` showed the server keeps them literal (DeleteObjects
+  and the listings carry keys in XML or the query string: always literal).
 * Listing order is S3's: keys ascending by UTF-8 bytes, so all keys under one
   ``dir/`` prefix are contiguous.
 * Throttling: botocore's ``standard`` retry mode retries ``503 SlowDown``
@@ -15,12 +21,17 @@
   built here name the bucket, key and error code, never a credential.
 * Versioned buckets (``Enabled`` or ``Suspended``, checked once and cached):
   the listing comes from ListObjectVersions so each entry carries the current
-  VersionId, and deletes name that VersionId. An overwrite creates a *new*
-  version, which such a delete cannot touch. Deleting the current version by
-  id is permanent, and if older versions of the key exist the newest of them
-  becomes current again (the key reappears with older content); use
-  ``noncurrentVersionsMaxAge`` (:meth:`S3Storage.list_noncurrent_versions`) to
-  age those out.
+  VersionId. Expiring a current version follows S3 Lifecycle: a delete marker
+  is placed (DeleteObjects without VersionId), the data stays as a noncurrent
+  version until ``noncurrentVersionsMaxAge``, and no older version ever
+  becomes current again. Fencing (I3) on ``Enabled`` buckets: after placing the
+  marker, the key's versions are read back; if the newest version behind the
+  marker is not the planned one (an overwrite landed just before the marker),
+  the marker is removed again by its VersionId (undo) and the entry is
+  ``CHANGED_SKIPPED``. On ``Suspended`` buckets an overwrite reuses the
+  VersionId ``null``, so deletes there carry the ETag condition of unversioned
+  buckets (below). A delete marker with no version behind it is removed by
+  :meth:`S3Storage.list_noncurrent_versions` (``ExpiredObjectDeleteMarker``).
 * Unversioned buckets: a delete must be conditional on the ETag seen by the
   re-list just before it (I3), or an object overwritten in between is deleted.
   Servers differ, so :meth:`S3Storage.check_fenced_deletes` probes once: AWS
@@ -49,6 +60,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lethe.spec import S3Target
 from lethe.storage.base import (
+    DELETE_MARKER,
     INTERNAL_PREFIX,
     ConflictError,
     DeleteResult,
@@ -90,6 +102,18 @@ _SINGLE_DELETE_WORKERS: Final = 16
 DeleteMode = Literal["batch", "single", "none"]
 _LOCK_WORDS: Final = ("object lock", "objectlock", "retention", "legal hold", "legalhold",
                       "worm", "locked")
+
+
+_NORMALIZED_URLS: Final = (
+    "not deleted: this server honours conditional deletes only on DeleteObject, where the "
+    "key travels in the URL, and a probe showed that it (or a proxy) rewrites '//', '.' or "
+    "'..' segments there, so the request could delete another key")
+
+
+def _in_url_ambiguous(full_key: str) -> bool:
+    """Would an HTTP server or proxy that normalizes paths read this key differently?"""
+    parts = full_key.split("/")
+    return "" in parts or "." in parts or ".." in parts
 
 
 def _ns(dt: datetime) -> int:
@@ -162,11 +186,13 @@ class S3Storage:
         self.bucket = target.bucket
         self.prefix = target.prefix
         self._internal = target.prefix + INTERNAL_PREFIX
-        self._versioned: bool | None = None
+        self._versioning: str | None = None  # "Enabled", "Suspended" or "" (never enabled)
         self._delete_mode: DeleteMode | None = None
         self._pool: ThreadPoolExecutor | None = None
-        #: Keys listed but not offered as entries (unsafe relative keys), last :meth:`list`.
-        self.skipped_keys = 0
+        #: Folder marker objects (keys ending in ``/``) in the last whole :meth:`list`:
+        #: not entries (S3's directories), counted so that nothing goes unreported.
+        self.folder_markers = 0
+        self._literal_urls: bool | None = None
         if client is None:
             config = Config(
                 s3={"addressing_style": "path" if target.forcePathStyle else "auto"},
@@ -239,29 +265,33 @@ class S3Storage:
     def is_versioned(self) -> bool:
         """GetBucketVersioning, once. If it cannot be read, assume unversioned: a delete
         without VersionId on a versioned bucket only adds a (recoverable) delete marker."""
-        if self._versioned is None:
+        return self._versioning_status() in ("Enabled", "Suspended")
+
+    def _versioning_status(self) -> str:
+        if self._versioning is None:
             try:
                 status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
             except ClientError as exc:
                 log.warning("%s: cannot read versioning (%s); assuming unversioned",
                             self.describe(), _errtext(exc))
                 status = None
-            self._versioned = status in ("Enabled", "Suspended")
-        return self._versioned
+            self._versioning = str(status or "")
+        return self._versioning
 
     def check_fenced_deletes(self) -> None:
         """Raise :class:`TargetUnavailable` unless a delete here can be refused for
         an object changed since the re-list (I3): versioned buckets (deletes name a
         VersionId) or a server that honours ETag conditions on deletes."""
-        if self.is_versioned() or self._conditional_mode() != "none":
+        if self._versioning_status() == "Enabled" or self._conditional_mode() != "none":
             return
         raise TargetUnavailable(
             "ConditionalDeletesUnsupported",
             f"{self.describe()} ({self.target.endpoint or 'AWS'}) is unversioned and its "
             "server ignores ETag conditions on DeleteObject and DeleteObjects, so an object "
             "overwritten just before its delete would be deleted; Lethe deletes nothing "
-            f"there. Enable versioning on bucket {self.bucket!r} (deletes then name a "
-            "VersionId) or use a server with conditional deletes")
+            f"there. Enable versioning on bucket {self.bucket!r} (deletes then place delete "
+            "markers, checked and undone if an overwrite came first) or use a server with "
+            "conditional deletes")
 
     def _conditional_mode(self) -> DeleteMode:
         """Probe once with a throw-away object under ``.lethe/`` and a wrong ETag:
@@ -301,27 +331,67 @@ class S3Storage:
         self._delete_mode = mode
         return mode
 
+    def _keeps_literal_urls(self) -> bool:
+        """Probe once whether keys with ``//``, ``.`` or ``..`` segments survive a trip
+        in a URL (PutObject, DeleteObject) to this server unchanged. The probe keys
+        lie under ``.lethe/``, so a server that rewrites them can only touch the
+        operator's own keys; they are removed with DeleteObjects (keys in XML)."""
+        if self._literal_urls is not None:
+            return self._literal_urls
+        base = self._internal + "probe/keys/"
+        want = {base + k for k in ("a//b", "a/./b", "a/../b")}
+
+        def present() -> set[str]:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=base)
+            return {o["Key"] for o in page.get("Contents", [])}
+
+        ok = False
+        try:
+            for key in sorted(want):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=b"lethe probe")
+            if present() == want:
+                for key in sorted(want):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                ok = not present()
+            leftover = present()
+            if leftover:
+                self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in sorted(leftover)], "Quiet": True})
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("%s: probing keys with '//', '.' or '..' in URLs failed (%s); such "
+                        "keys are not deleted with DeleteObject", self.describe(), _errtext(exc))
+        log.info("%s: keys with '//', '.' or '..' segments in URLs: %s", self.describe(),
+                 "kept literal" if ok else "NOT kept literal (such keys are not deleted)")
+        self._literal_urls = ok
+        return ok
+
     # --- listing -----------------------------------------------------------------
 
     def _relative(self, full_key: str) -> str | None:
+        """The entry key of a listed key (opaque: any string), or ``None`` for the
+        operator's own keys and for folder markers (ending in ``/``)."""
         if full_key.startswith(self._internal) or not full_key.startswith(self.prefix):
             return None
         key = full_key[len(self.prefix):]
         if not key or key.endswith("/"):
-            return None  # "folder" marker objects (console-made): not data, not counted
-        try:
-            return check_key(key)
-        except StorageError:
-            self.skipped_keys += 1
             return None
+        return key
 
-    def list(self, prefix: str = "") -> Iterator[Entry]:
-        """Stream entries page by page (1,000 per request), in S3 key order."""
-        self.skipped_keys = 0
-        full = self.prefix + (check_key(prefix) + "/" if prefix else "")
+    def _marker(self, full_key: str) -> bool:
+        return full_key.endswith("/") and not full_key.startswith(self._internal)
+
+    def list(self, prefix: str | None = None) -> Iterator[Entry]:
+        """Stream entries page by page (1,000 per request), in S3 key order.
+
+        ``prefix`` is a group (any string: keys are opaque, so ``""`` is the group of
+        ``/x`` and lists below ``<target prefix>/``); ``None`` lists the whole target
+        and counts its folder markers in :attr:`folder_markers`."""
+        if prefix is None:
+            self.folder_markers = 0
+        full = self.prefix + ("" if prefix is None else prefix + "/")
         try:
             if self.is_versioned():
-                yield from self._list_versioned(full)
+                yield from self._list_versioned(full, count=prefix is None)
                 return
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full)
@@ -329,6 +399,8 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     key = self._relative(obj["Key"])
                     if key is None:
+                        if prefix is None and self._marker(obj["Key"]):
+                            self.folder_markers += 1
                         continue
                     written = obj["LastModified"].timestamp()  # the write time: minAge reads it
                     yield Entry(key=key, size=obj["Size"], mtime=written,
@@ -337,7 +409,7 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing {self.describe()} failed: {_errtext(exc)}") from None
 
-    def _list_versioned(self, full: str) -> Iterator[Entry]:
+    def _list_versioned(self, full: str, *, count: bool) -> Iterator[Entry]:
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=full)
         for page in pages:
@@ -346,6 +418,8 @@ class S3Storage:
                     continue
                 key = self._relative(v["Key"])
                 if key is None:
+                    if count and self._marker(v["Key"]):
+                        self.folder_markers += 1
                     continue
                 written = v["LastModified"].timestamp()
                 yield Entry(key=key, size=v["Size"], mtime=written,
@@ -402,14 +476,16 @@ class S3Storage:
         (``StartAfter`` just below the smallest key, stopping past the
         largest) re-reads every ETag and LastModified without a request per
         object. A missing key is ``ALREADY_GONE``, a different fingerprint
-        ``CHANGED_SKIPPED``. The rest are deleted by VersionId on versioned
-        buckets, else on the condition that the ETag is still the one the
+        ``CHANGED_SKIPPED``. On ``Enabled`` versioned buckets the rest get a
+        delete marker (**one** DeleteObjects without VersionIds), then each key's
+        newest version is read back and a marker placed on top of an overwrite
+        is removed again (``CHANGED_SKIPPED``, see :meth:`_check_marker`). Else
+        the rest are deleted on the condition that the ETag is still the one the
         re-list saw: **one** DeleteObjects (``Quiet`` off, so every key gets a
         result) where the server honours per-object ETags, one ``If-Match``
         DeleteObject per key where it honours only that, and not at all where
         it honours neither. So an object overwritten after the re-list is
-        never deleted: the server refuses (``CHANGED_SKIPPED``), or the delete
-        names the old version and the overwrite is a new one.
+        never deleted nor hidden.
 
         A failure of the whole request (network, 5xx after retries, denied)
         yields ``ERROR`` for each entry concerned; nothing is raised. ``fence`` is
@@ -427,10 +503,8 @@ class S3Storage:
         out: dict[int, DeleteResult] = {}
         todo: list[tuple[int, Entry, str]] = []
         for i, entry in chunk:
-            try:
-                check_key(entry.key)
-            except StorageError as exc:
-                out[i] = DeleteResult(entry.key, Outcome.ERROR, str(exc))
+            if not entry.key:  # keys are opaque strings, but never empty
+                out[i] = DeleteResult(entry.key, Outcome.ERROR, "refusing an empty key")
                 continue
             if entry.key.startswith(INTERNAL_PREFIX):
                 out[i] = DeleteResult(entry.key, Outcome.ERROR,
@@ -445,17 +519,20 @@ class S3Storage:
             msg = f"re-list before delete failed: {_errtext(exc)}"
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
-        versioned = self.is_versioned()
+        # Enabled versioning: a delete places a delete marker (S3 Lifecycle's expiry),
+        # checked and undone below. Else an ETag condition (Suspended buckets too: an
+        # overwrite there reuses the VersionId "null", so only the ETag tells).
+        markers = self._versioning_status() == "Enabled"
         try:
-            mode: DeleteMode = "batch" if versioned else self._conditional_mode()
+            mode: DeleteMode = "batch" if markers else self._conditional_mode()
         except TargetUnavailable as exc:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, str(exc)) for i, e, _f in todo})
             return out
-        if mode == "none":  # never an unconditional delete on an unversioned bucket (I3)
+        if mode == "none":  # never an unconditional delete without versioning (I3)
             msg = "server ignores conditional deletes; not deleting (enable versioning)"
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
-        to_delete: dict[tuple[str, str | None], list[tuple[int, Entry]]] = {}
+        to_delete: dict[str, list[tuple[int, Entry]]] = {}  # full key -> its entries
         objects: list[ObjectIdentifierTypeDef] = []
         for i, entry, full in todo:
             seen = current.get(full)
@@ -467,16 +544,15 @@ class S3Storage:
                 out[i] = DeleteResult(entry.key, Outcome.CHANGED_SKIPPED,
                                       f"fingerprint {fp} != {entry.fingerprint}")
                 continue
-            vid = entry.version_id if versioned else None
-            ident = (full, vid)
-            if ident not in to_delete:
+            if mode == "single" and _in_url_ambiguous(full) and not self._keeps_literal_urls():
+                out[i] = DeleteResult(entry.key, Outcome.ERROR, _NORMALIZED_URLS)
+                continue
+            if full not in to_delete:
                 obj: ObjectIdentifierTypeDef = {"Key": full}
-                if vid is not None:
-                    obj["VersionId"] = vid
-                else:
+                if not markers:
                     obj["ETag"] = seen[0]
                 objects.append(obj)
-            to_delete.setdefault(ident, []).append((i, entry))
+            to_delete.setdefault(full, []).append((i, entry))
         if not objects:
             return out
         resp: Mapping[str, Any]
@@ -492,20 +568,15 @@ class S3Storage:
             for group in to_delete.values():
                 out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e in group})
             return out
-        def take(key: str, vid: str | None) -> list[tuple[int, Entry]]:
-            # Servers differ in echoing VersionId (moto omits it in Errors): fall
-            # back to the one request we made for that key.
-            if (key, vid) in to_delete:
-                return to_delete.pop((key, vid))
-            for ident in [i for i in to_delete if i[0] == key][:1]:
-                return to_delete.pop(ident)
-            return []
-
+        placed: list[tuple[str, str, list[tuple[int, Entry]]]] = []
         for d in resp.get("Deleted", []):
-            group = take(d["Key"], d.get("VersionId") if versioned else None)
+            group = to_delete.pop(d["Key"], [])
+            if markers and d.get("DeleteMarkerVersionId") and group:
+                placed.append((d["Key"], str(d["DeleteMarkerVersionId"]), group))
+                continue
             out.update({i: DeleteResult(e.key, Outcome.DELETED) for i, e in group})
         for err in resp.get("Errors", []):
-            group = take(err["Key"], err.get("VersionId") if versioned else None)
+            group = to_delete.pop(err["Key"], [])
             code, message = err.get("Code", "?"), err.get("Message", "")
             if code in ("NoSuchKey", "NoSuchVersion"):
                 outcome = Outcome.ALREADY_GONE
@@ -519,7 +590,85 @@ class S3Storage:
         for group in to_delete.values():  # the server said nothing about these
             out.update({i: DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects")
                         for i, e in group})
+        if placed:
+            try:
+                newest: dict[str, dict[str, Any]] | None = self._newest_versions(
+                    [full for full, _m, _g in placed])
+                failure = ""
+            except (ClientError, BotoCoreError) as exc:
+                newest, failure = None, f"reading its versions failed ({_errtext(exc)})"
+            for full, mid, group in placed:
+                outcome, detail = self._check_marker(
+                    full, mid, group[0][1], None if newest is None else newest.get(full),
+                    failure=failure)
+                out.update({i: DeleteResult(e.key, outcome, detail) for i, e in group})
         return out
+
+    def _newest_versions(self, full_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest version (not a delete marker) of each of ``full_keys`` that has
+        one: one ListObjectVersions over the keys' range, like :meth:`_relist` (more
+        pages only if other versions lie in that range), not a request per key.
+        Versions of a key come newest first, so the first one seen is its newest."""
+        lo, hi = min(full_keys), max(full_keys)
+        common = self.prefix
+        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
+            if a != b:
+                break
+            common += a
+        wanted = set(full_keys)
+        found: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
+        start = _key_before(lo)
+        if start > common:
+            kwargs["KeyMarker"] = start
+        while True:
+            page = self.client.list_object_versions(**kwargs)
+            for v in page.get("Versions", []):
+                if v["Key"] in wanted and v["Key"] not in found:
+                    found[v["Key"]] = dict(v)
+            next_key = page.get("NextKeyMarker")
+            if not page.get("IsTruncated") or not next_key or next_key > hi:
+                return found
+            kwargs["KeyMarker"] = next_key
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+
+    def _check_marker(self, full: str, marker: str, planned: Entry,
+                      newest: dict[str, Any] | None, *, failure: str) -> tuple[Outcome, str]:
+        """After placing delete marker ``marker`` on ``full`` (I3 on versioned buckets):
+        keep it if the newest version of the key is the planned one (or a version
+        written after the marker, which is current); else an overwrite landed between
+        the re-list and the marker and would now be hidden, so remove the marker again
+        by its VersionId (undo). The undo is not fenced: it only takes back our own
+        marker, and skipping it after losing the lease would leave new data hidden."""
+        unverified = bool(failure)
+        why = failure
+        if not unverified:
+            if newest is not None and (
+                    newest.get("VersionId") == planned.version_id if planned.version_id
+                    else _fingerprint(newest["ETag"], newest["LastModified"])
+                    == planned.fingerprint):
+                return Outcome.DELETED, (f"delete marker {marker} placed; version "
+                                         f"{newest.get('VersionId')} kept as noncurrent")
+            if newest is not None and newest.get("IsLatest"):
+                return Outcome.DELETED, (f"delete marker {marker} placed; version "
+                                         f"{newest.get('VersionId')} written after it is current")
+            why = ("no version behind it" if newest is None else
+                   f"version {newest.get('VersionId')} was written before it")
+        try:
+            resp = self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": full, "VersionId": marker}], "Quiet": False})
+            errors = resp.get("Errors", [])
+            if errors:
+                raise StorageError(f"{errors[0].get('Code', '?')}: {errors[0].get('Message', '')}")
+        except (ClientError, BotoCoreError, StorageError) as exc:
+            text = _errtext(exc) if not isinstance(exc, StorageError) else str(exc)
+            return Outcome.ERROR, (f"delete marker {marker} placed but {why}; removing the "
+                                   f"marker failed ({text}): remove version {marker} of "
+                                   f"{full!r} by hand")
+        if unverified:  # nothing deleted: the planned version is current again
+            return Outcome.ERROR, f"delete marker {marker} removed again (undo): {why}"
+        outcome = Outcome.ALREADY_GONE if newest is None else Outcome.CHANGED_SKIPPED
+        return outcome, f"delete marker {marker} removed again (undo): {why}"
 
     def _delete_each(self, objects: builtins.list[ObjectIdentifierTypeDef], fence: Fence
                      ) -> dict[str, Any]:
@@ -568,42 +717,60 @@ class S3Storage:
     # --- versions and uploads ----------------------------------------------------
 
     def list_noncurrent_versions(self, older_than: float) -> Iterator[Entry]:
-        """Noncurrent versions that became noncurrent before ``older_than``.
+        """Noncurrent versions that became noncurrent before ``older_than``, and
+        delete markers with nothing behind them.
 
         ``older_than`` is an absolute time, epoch seconds by the storage's clock
         (``now() - noncurrentVersionsMaxAge``). A version becomes noncurrent
         when the next newer version or delete marker of its key is written,
         which is how S3 lifecycle rules count it; ``Entry.mtime`` is that time.
-        Delete markers themselves are not returned. Streaming; one key's
-        history at a time.
+        A key whose history holds delete markers and no version at all yields
+        those markers (S3 Lifecycle's ``ExpiredObjectDeleteMarker``; fingerprint
+        :data:`~lethe.storage.base.DELETE_MARKER`): removing them shows nothing
+        old again. A marker that still covers a version is left alone; once that
+        version has gone, a later run removes the marker, never the same run (if
+        the version's delete failed, the marker would be all that hides it).
+        Streaming; one key's history at a time.
         """
         pages = self.client.get_paginator("list_object_versions").paginate(
             Bucket=self.bucket, Prefix=self.prefix)
         last_key: str | None = None
         successor: datetime | None = None  # LastModified of the next newer item of last_key
+        has_version = False  # last_key has a version (not only delete markers)
+        markers: list[Entry] = []  # last_key's delete markers, until we know
         try:
             for page in pages:
-                items: list[tuple[str, datetime, bool, dict[str, Any] | None]] = [
-                    (v["Key"], v["LastModified"], bool(v.get("IsLatest")), dict(v))
+                items: list[tuple[str, datetime, bool, dict[str, Any], bool]] = [
+                    (v["Key"], v["LastModified"], bool(v.get("IsLatest")), dict(v), False)
                     for v in page.get("Versions", [])]
-                items += [(m["Key"], m["LastModified"], bool(m.get("IsLatest")), None)
+                items += [(m["Key"], m["LastModified"], bool(m.get("IsLatest")), dict(m), True)
                           for m in page.get("DeleteMarkers", [])]
                 # S3 order: key ascending, then newest first (bytes order == str order);
                 # the page splits versions from delete markers, so merge them back, the
                 # latest first when two share a LastModified (1 s resolution).
                 items.sort(key=lambda t: (t[0], -_ns(t[1]), not t[2]))
-                for full, modified, _latest, version in items:
+                for full, modified, latest, item, is_marker in items:
                     if full != last_key:
-                        last_key, successor = full, None
-                    if version is not None and not version.get("IsLatest") \
-                            and successor is not None:
-                        key = self._relative(full)
-                        if key is not None and successor.timestamp() < older_than:
-                            yield Entry(key=key, size=version.get("Size", 0),
+                        if not has_version:
+                            yield from markers
+                        last_key, successor, has_version, markers = full, None, False, []
+                    key = self._relative(full)
+                    if is_marker:
+                        if key is not None:
+                            markers.append(Entry(key=key, size=0, mtime=modified.timestamp(),
+                                                 fingerprint=f"{DELETE_MARKER}{_ns(modified)}",
+                                                 version_id=item["VersionId"]))
+                    else:
+                        has_version = True
+                        if not latest and successor is not None and key is not None \
+                                and successor.timestamp() < older_than:
+                            yield Entry(key=key, size=item.get("Size", 0),
                                         mtime=successor.timestamp(),
-                                        fingerprint=_fingerprint(version["ETag"], modified),
-                                        version_id=version["VersionId"])
+                                        fingerprint=_fingerprint(item["ETag"], modified),
+                                        version_id=item["VersionId"])
                     successor = modified
+            if not has_version:
+                yield from markers
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"listing versions of {self.describe()} failed: "
                                f"{_errtext(exc)}") from None
@@ -622,10 +789,10 @@ class S3Storage:
             objects: list[ObjectIdentifierTypeDef] = []
             pre: dict[int, DeleteResult] = {}
             for n, e in enumerate(chunk):
-                if e.version_id is None or e.key.startswith(INTERNAL_PREFIX):
+                if e.version_id is None or not e.key or e.key.startswith(INTERNAL_PREFIX):
                     pre[n] = DeleteResult(e.key, Outcome.ERROR, "no VersionId / internal key")
                     continue
-                ident = (self.prefix + check_key(e.key), e.version_id)
+                ident = (self.prefix + e.key, e.version_id)
                 if ident not in groups:
                     objects.append({"Key": ident[0], "VersionId": ident[1]})
                 groups.setdefault(ident, []).append(e)
@@ -643,8 +810,11 @@ class S3Storage:
                         outcome = (Outcome.LOCKED if _is_lock_error(code, msg) else
                                    Outcome.ALREADY_GONE if code in ("NoSuchKey", "NoSuchVersion")
                                    else Outcome.ERROR)
-                        by_ident[(err["Key"], err.get("VersionId", ""))] = DeleteResult(
-                            err["Key"], outcome, f"{code}: {msg}")
+                        ident = (err["Key"], err.get("VersionId", ""))
+                        if not ident[1]:  # moto omits it: the key's one version asked for
+                            asked = [i for i in groups if i[0] == ident[0]]
+                            ident = asked[0] if len(asked) == 1 else ident
+                        by_ident[ident] = DeleteResult(err["Key"], outcome, f"{code}: {msg}")
                 except (ClientError, BotoCoreError) as exc:
                     text = f"DeleteObjects failed: {_errtext(exc)}"
                     by_ident = {i: DeleteResult(i[0], Outcome.ERROR, text) for i in groups}
@@ -653,7 +823,9 @@ class S3Storage:
                     results.append(pre[n])
                     continue
                 r = by_ident.get((self.prefix + e.key, e.version_id or ""))
-                results.append(DeleteResult(e.key, r.outcome, r.detail or f"version {e.version_id}")
+                what = (f"delete marker {e.version_id} removed (no version behind it)"
+                        if e.fingerprint.startswith(DELETE_MARKER) else f"version {e.version_id}")
+                results.append(DeleteResult(e.key, r.outcome, r.detail or what)
                                if r else
                                DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
         return results
