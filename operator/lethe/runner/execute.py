@@ -204,7 +204,8 @@ class Runner:
 
     def _resume(self, run: RunState) -> RunReport:
         report = RunReport(run_id=run.run_id, policy=self.key, mode=run.mode, result="Failed",
-                           started=run.started, resumed=True)
+                           started=run.started, resumed=True,
+                           counters={**dict.fromkeys(COUNTER_NAMES, 0), **run.counters})
         log.info("resuming run %s of %s at batch %d", run.run_id, self.key, run.next_seq)
         self._require_lease()
         if run.mode == "Plan":
