@@ -19,7 +19,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Protocol
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "JournalState",
     "NotLeader",
     "RecordIntent",
+    "Replan",
     "RunState",
     "SkipSlot",
 ]
@@ -49,8 +50,20 @@ MAX_INFLIGHT = 8
 HISTORY_PER_POLICY = 20
 MAX_JOB_MARKERS = 10_000
 
+#: ``goneOrReplaced`` is a subset of ``skippedChanged``: keys whose object differed from
+#: the planned one when a batch was finished after an earlier attempt at it stopped
+#: without its ledger file, so that attempt may have deleted the planned version (the
+#: ledger outcome ``gone-or-replaced``).
 COUNTER_NAMES = ("scanned", "matched", "deleted", "bytesFreed", "skippedChanged", "errors",
-                 "locked", "uploadsAborted")
+                 "locked", "uploadsAborted", "goneOrReplaced")
+#: The ledger rule of a noncurrent version removed by ``noncurrentVersionsMaxAge``. Such
+#: entries are not items of the plan: ``matched`` does not count them.
+NONCURRENT_RULE = "noncurrentVersionsMaxAge"
+#: The ledger rule of a delete marker removed because no version is behind it
+#: (S3 Lifecycle's ExpiredObjectDeleteMarker). Like noncurrent versions, not a plan item.
+EXPIRED_MARKER_RULE = "expiredObjectDeleteMarker"
+#: Batches of these rules remove versions, not the plan's items.
+VERSION_RULES = frozenset({NONCURRENT_RULE, EXPIRED_MARKER_RULE})
 Counters = Mapping[str, int]
 
 
@@ -91,6 +104,7 @@ class BeginRun:
     job: str | None = None
     mode: str = "Enforce"
     planned: int = 0  # items the plan selected (what brakes were checked against)
+    scanned: int = 0  # items the plan listed: the run's ``scanned`` counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,20 @@ class AdoptIntent:
     run_id: str
     seq: int
     term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    """A leader resuming a run has finished its in-flight batches and planned the rest
+    again (against the run's own clock): ``matched`` items are still to go. The run's
+    ``matched`` becomes the plan items its batches took so far plus these, so it stays
+    the run's whole count across any number of resumes. ``scanned`` stays the first
+    plan's: a re-plan lists the same target again, it does not find new items."""
+
+    policy: str
+    run_id: str
+    term: int
+    matched: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +174,8 @@ class SkipSlot:
     term: int
 
 
-Command = Fence | BeginRun | RecordIntent | AdoptIntent | CompleteBatch | FinishRun | SkipSlot
+Command = (Fence | BeginRun | RecordIntent | AdoptIntent | CompleteBatch | FinishRun | SkipSlot
+           | Replan)
 
 
 # --- state ------------------------------------------------------------------------
@@ -175,7 +204,23 @@ class RunState:
     next_seq: int = 0
     cursor: int = 0
     inflight: dict[int, Intent] = field(default_factory=dict)
+    #: The run's counters so far: ``scanned`` and ``matched`` from its plan (see
+    #: :class:`Replan`), the rest summed from completed batches. What status, events
+    #: and metrics report, whichever leader finishes the run (issue #17).
     counters: dict[str, int] = field(default_factory=dict)
+    #: Plan items (current objects) recorded in this run's batches so far.
+    recorded: int = 0
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        # Pickled as a slotted object: (None, {slot: value}). A snapshot written before
+        # a field existed loads it with its default (else: AttributeError on use).
+        _, values = state
+        for f in fields(self):
+            if f.name in values:
+                value = values[f.name]
+            else:
+                value = f.default_factory() if f.default_factory is not MISSING else f.default
+            object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +293,7 @@ class JournalState:
                 return f"batch of {len(cmd.entries)} keys exceeds {MAX_BATCH}"
             run.inflight[cmd.seq] = Intent(seq=cmd.seq, term=cmd.term, index=index,
                                            entries=cmd.entries, cursor=cmd.cursor)
+            run.recorded += sum(e.rule not in VERSION_RULES for e in cmd.entries)
             run.next_seq += 1
             run.cursor = max(run.cursor, cmd.cursor)
             return None
@@ -259,6 +305,11 @@ class JournalState:
                 return f"batch {cmd.seq} is already authorised in term {held.term}"
             run.inflight[cmd.seq] = Intent(seq=cmd.seq, term=cmd.term, index=index,
                                            entries=held.entries, cursor=held.cursor)
+            return None
+        if isinstance(cmd, Replan):
+            if cmd.matched < 0:
+                return f"negative matched {cmd.matched}"
+            run.counters["matched"] = run.recorded + cmd.matched
             return None
         if isinstance(cmd, CompleteBatch):
             if cmd.seq not in run.inflight:
@@ -297,7 +348,8 @@ class JournalState:
         self.runs[cmd.policy] = RunState(
             policy=cmd.policy, run_id=cmd.run_id, term=cmd.term, started=cmd.started,
             now=cmd.now, mode=cmd.mode, planned=cmd.planned, slot=cmd.slot, job=cmd.job,
-            counters=dict.fromkeys(COUNTER_NAMES, 0))
+            counters={**dict.fromkeys(COUNTER_NAMES, 0), "scanned": cmd.scanned,
+                      "matched": cmd.planned})
         return None
 
     def snapshot(self) -> JournalState:

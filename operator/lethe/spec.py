@@ -277,6 +277,10 @@ class Policy:
     manifest: ManifestSpec | None = None
     #: Where ledger files go, relative to the target root.
     ledgerPath: str = ".lethe/ledger"
+    #: Keys per journaled delete batch (1..1000; 1,000 is S3 DeleteObjects' cap and the
+    #: journal's). Smaller batches suit slow storage: each batch is one Raft entry, one
+    #: ledger file and the unit a new leader re-checks after a failover.
+    batchSize: int = 1000
 
 
 # --- parsing -------------------------------------------------------------------
@@ -444,7 +448,7 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
 
 def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Policy:
     s = _obj(raw, path, {"target", "select", "rules", "groupBy", "schedule", "timeZone",
-                         "suspend", "mode", "safety", "manifest", "ledgerPath"})
+                         "suspend", "mode", "safety", "manifest", "ledgerPath", "batchSize"})
     if "target" not in s:
         raise SpecError(f"{path}.target", "is required")
     sel = _obj(s.get("select"), f"{path}.select", {"include", "exclude", "minSize", "maxSize"})
@@ -483,4 +487,5 @@ def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Po
         timeZone=_str(s, "timeZone", path) or "UTC", suspend=_bool(s, "suspend", path),
         mode=mode, safety=safety, manifest=manifest,
         ledgerPath=_str(s, "ledgerPath", path) or ".lethe/ledger",
+        batchSize=_int(s, "batchSize", path, lo=1, hi=1000) or 1000,
     )

@@ -38,8 +38,8 @@ saw. Definitions (numbers match the issue):
    plans belongs to one of the policy's jobs (the trials schedule nothing).
 6. **Counters.** A job's ``status.counters`` equal the counts of its run's
    ledger lines: ``deleted`` = lines deleted|already-gone, ``bytesFreed`` =
-   their sizes, ``skippedChanged`` = changed-skipped lines, ``errors`` = error
-   lines.
+   their sizes, ``skippedChanged`` = changed-skipped and gone-or-replaced lines,
+   ``errors`` = error lines.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 REMOVED = ("deleted", "already-gone")
+#: What status counts as skippedChanged: gone-or-replaced is a key of a resumed batch
+#: whose object differs and that an earlier attempt may have deleted (issue #17).
+SKIPPED = ("changed-skipped", "gone-or-replaced")
 S3_SLOP = 2.0  # S3 LastModified and Date have 1 s resolution
 
 
@@ -208,7 +211,7 @@ def _check_ledger_shape(v: Verdict, lines: list[LedgerLine], policy: str) -> Non
                   f"batch={d.get('batch')}")
         if d.get("policy") != policy:
             v.add(4, "ledger-policy", f"{ln.where}: policy {d.get('policy')} != {policy}")
-        if d.get("outcome") not in (*REMOVED, "changed-skipped", "locked", "error"):
+        if d.get("outcome") not in (*REMOVED, *SKIPPED, "locked", "error"):
             v.add(4, "ledger-outcome", f"{ln.where}: {d.get('outcome')}")
 
 
@@ -234,7 +237,7 @@ def _check_jobs(v: Verdict, rec: TrialRecord, policy: str, lines: list[LedgerLin
         mine = [ln.data for ln in lines if ln.data.get("run_id") == rid]
         want = {"deleted": sum(1 for d in mine if d["outcome"] in REMOVED),
                 "bytesFreed": sum(int(d["size"]) for d in mine if d["outcome"] in REMOVED),
-                "skippedChanged": sum(1 for d in mine if d["outcome"] == "changed-skipped"),
+                "skippedChanged": sum(1 for d in mine if d["outcome"] in SKIPPED),
                 "errors": sum(1 for d in mine if d["outcome"] == "error")}
         got = {k: int((a.get("counters") or {}).get(k, 0)) for k in want}
         if got != want:

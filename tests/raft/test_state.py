@@ -5,9 +5,12 @@ from __future__ import annotations
 import pickle
 from typing import get_args
 
+import pytest
+
 from lethe.journal import (
     HISTORY_PER_POLICY,
     MAX_INFLIGHT,
+    NONCURRENT_RULE,
     AdoptIntent,
     BeginRun,
     Command,
@@ -17,6 +20,8 @@ from lethe.journal import (
     IntentEntry,
     JournalState,
     RecordIntent,
+    Replan,
+    RunState,
     SkipSlot,
 )
 from lethe.raft.machine import decode_command, encode_command
@@ -100,7 +105,8 @@ def test_codec_round_trips_every_command_with_builtins_only() -> None:
             intent(0), CompleteBatch(policy=P, run_id="r", seq=0, term=3, counters={"deleted": 2}),
             FinishRun(policy=P, run_id="r", term=3, result="Failed", ended=3.0, message="x"),
             SkipSlot(policy=P, slot="2026-01-01T03:00", term=3),
-            AdoptIntent(policy=P, run_id="r", seq=0, term=4)]
+            AdoptIntent(policy=P, run_id="r", seq=0, term=4),
+            Replan(policy=P, run_id="r", term=4, matched=7)]
     assert {type(c) for c in cmds} == set(get_args(Command))  # every kind, also new ones
     for cmd in cmds:
         wire = encode_command(cmd)
@@ -126,3 +132,53 @@ def test_adopt_moves_a_batch_to_the_new_term_keeping_its_seq() -> None:
                    index=7) is not None
     assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=0, term=2, counters={}),
                    index=8) is None
+
+
+def test_run_counters_survive_any_number_of_replans() -> None:
+    """Issue #17 item 4: ``scanned`` is the first plan's; ``matched`` is the plan items
+    the run's batches took (noncurrent versions are not plan items) plus what the
+    newest re-plan still found; batch counts add up whoever completed them."""
+    s = JournalState()
+    assert begin(s, planned=30, scanned=100) is None
+    assert s.runs[P].counters["scanned"] == 100 and s.runs[P].counters["matched"] == 30
+    noncurrent = RecordIntent(policy=P, run_id="r1", seq=1, term=1, entries=(
+        IntentEntry(key="k", fingerprint="v", size=1, rule=NONCURRENT_RULE, version_id="v"),))
+    for i, cmd in enumerate((intent(0), noncurrent)):
+        assert s.apply(cmd, index=2 + i) is None
+    assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=0, term=1,
+                                 counters={"deleted": 1}), index=4) is None
+    # A new leader (term 2) finishes batch 1 and re-plans: 29 items left.
+    assert s.apply(Replan(policy=P, run_id="r1", term=2, matched=29), index=5) is None
+    assert s.runs[P].counters["matched"] == 30
+    assert s.apply(intent(2, term=2), index=6) is None
+    assert s.apply(Replan(policy=P, run_id="r1", term=3, matched=28), index=7) is None
+    assert s.runs[P].counters["matched"] == 30  # 2 plan items recorded + 28 left
+    assert s.apply(Replan(policy=P, run_id="r1", term=2, matched=1), index=8) is not None
+    for seq in (1, 2):
+        assert s.apply(CompleteBatch(policy=P, run_id="r1", seq=seq, term=3,
+                                     counters={"deleted": 1, "goneOrReplaced": 0}),
+                       index=8 + seq) is None
+    assert s.apply(FinishRun(policy=P, run_id="r1", term=3, result="Succeeded", ended=1.0,
+                             counters={"skippedChanged": 2}), index=11) is None
+    c = s.history[P][-1].counters
+    assert (c["scanned"], c["matched"], c["deleted"], c["skippedChanged"]) == (100, 30, 3, 2)
+
+
+def test_log_entries_and_snapshots_from_before_a_new_field_still_load() -> None:
+    """A BeginRun logged before ``scanned`` existed decodes with its default; more
+    values than fields is refused. A snapshot's RunState without ``recorded`` loads."""
+    name, values = encode_command(BeginRun(policy=P, run_id="r", term=1, started=1.0,
+                                           now=2.0, planned=5, scanned=9))
+    old = decode_command((name, values[:-1]))
+    assert isinstance(old, BeginRun) and (old.planned, old.scanned) == (5, 0)
+    with pytest.raises(ValueError, match="more than"):
+        decode_command((name, (*values, 1)))
+    s = JournalState()
+    begin(s)
+    run = s.runs[P]
+    _, slots = run.__getstate__()  # type: ignore[misc]
+    del slots["recorded"]
+    loaded = RunState.__new__(RunState)
+    loaded.__setstate__((None, slots))
+    assert loaded.recorded == 0 and loaded.run_id == "r1"
+    assert pickle.loads(pickle.dumps(s)).runs[P] == run

@@ -387,7 +387,7 @@ class Leader:
         self.metrics.observe_run(namespace=policy.namespace, policy=policy.name,
                                  result=report.result, seconds=max(0.0, report.ended -
                                                                    report.started),
-                                 counters=report.counters, eligible=eligible,
+                                 counters=_metric_counters(report), eligible=eligible,
                                  oldest_age=oldest if eligible else 0)
         st: dict[str, Any] = {**base, "observedGeneration": gen,
                               "lastRun": status.run_summary(r), "eligible": eligible,
@@ -416,7 +416,7 @@ class Leader:
             st["stalledRun"] = None
             self.writer.event(obj=obj, reason="RunFinished", message=(
                 f"run {report.run_id} {report.result}: deleted {r['deleted']}, "
-                f"eligible {eligible}, skipped {r['skipped_changed']}, errors {r['errors']}"))
+                f"eligible {eligible}, {_skipped_text(r)}, errors {r['errors']}"))
         st["conditions"] = status.conditions(
             previous=(obj.get("status") or {}).get("conditions"), generation=gen,
             now=self.clock(), stalled=stalled, ready_reason=report.result,
@@ -564,13 +564,14 @@ class Leader:
             self.metrics.observe_run(namespace=policy.namespace, policy=policy.name,
                                      result=report.result,
                                      seconds=max(0.0, report.ended - report.started),
-                                     counters=report.counters, eligible=0, oldest_age=None)
+                                     counters=_metric_counters(report), eligible=0,
+                                     oldest_age=None)
             self._patch_run_status("CleanupJob", obj, self._job_final(
                 obj, report.run_id, report.result, report.counters,
                 report.message or report.reason, report.ended))
             self.writer.event(obj=obj, reason="RunFinished", message=(
                 f"run {report.run_id} {report.result}: deleted {r['deleted']}, "
-                f"skipped {r['skipped_changed']}, errors {r['errors']}"))
+                f"{_skipped_text(r)}, errors {r['errors']}"))
 
     def _ref_generation(self, job: Mapping[str, Any]) -> int | None:
         """The current generation of the job's ``policyRef`` policy (None: inline policy)."""
@@ -669,6 +670,22 @@ def _record_summary(rec: RunRecord) -> dict[str, Any]:
         "deleted": c.get("deleted", 0), "bytes_freed": c.get("bytesFreed", 0),
         "skipped_changed": c.get("skippedChanged", 0), "errors": c.get("errors", 0),
         "reason": "", "message": rec.message})
+
+
+def _metric_counters(report: RunReport) -> dict[str, int]:
+    """What a run adds to the object counters: its journal totals once it finished
+    (whichever leaders ran its batches), nothing while it stays active to be resumed
+    (its batches so far are counted when it finishes; counting them now too would
+    count them twice)."""
+    return dict(report.counters) if report.ended else {}
+
+
+def _skipped_text(r: Mapping[str, Any]) -> str:
+    """The event's word on skipped keys; ``gone-or-replaced`` ones named apart."""
+    unsure = r.get("gone_or_replaced", 0)
+    return f"skipped {r['skipped_changed']}" + (
+        f" ({unsure} gone or replaced after a failover: an earlier attempt may have "
+        f"deleted the planned version; see the ledger)" if unsure else "")
 
 
 def _run_generation(obj: Mapping[str, Any]) -> int:

@@ -90,7 +90,11 @@ def encode_command(cmd: Command) -> WireCommand:
 def decode_command(wire: WireCommand) -> Command:
     """Inverse of :func:`encode_command` (deterministic on every replica)."""
     name, values = wire
-    kwargs = dict(zip(_FIELDS[name], values, strict=True))
+    names = _FIELDS[name]
+    if len(values) > len(names):
+        raise ValueError(f"{name} has {len(values)} fields, more than {len(names)}")
+    # Fewer values: an entry logged before trailing fields (with defaults) were added.
+    kwargs = dict(zip(names, values, strict=False))
     if "entries" in kwargs:
         kwargs["entries"] = tuple(IntentEntry(*e) for e in kwargs["entries"])
     cmd: Command = _COMMAND_TYPES[name](**kwargs)

@@ -33,7 +33,10 @@ from typing import Any
 
 from lethe.journal import (
     COUNTER_NAMES,
+    EXPIRED_MARKER_RULE,
     MAX_BATCH,
+    NONCURRENT_RULE,
+    VERSION_RULES,
     AdoptIntent,
     BeginRun,
     CompleteBatch,
@@ -43,6 +46,7 @@ from lethe.journal import (
     Journal,
     JournalError,
     RecordIntent,
+    Replan,
     RunState,
 )
 from lethe.retention.select import Selector
@@ -52,6 +56,7 @@ from lethe.spec import Policy
 from lethe.storage.base import (
     DELETE_MARKER,
     INTERNAL_PREFIX,
+    DeleteResult,
     Entry,
     Outcome,
     Storage,
@@ -60,7 +65,7 @@ from lethe.storage.base import (
 )
 from lethe.storage.clock import ClockSkewError, check_skew
 
-__all__ = ["LostLeadership", "RunReport", "Runner", "new_run_id"]
+__all__ = ["NONCURRENT_RULE", "LostLeadership", "RunReport", "Runner", "new_run_id"]
 
 log = logging.getLogger("lethe.runner")
 
@@ -68,10 +73,6 @@ log = logging.getLogger("lethe.runner")
 PIPELINE_DEPTH = 3
 #: How long a leader waits for its lease to come back before giving up the run.
 LEASE_WAIT = 3.0
-#: The ledger rule of a noncurrent version removed by ``noncurrentVersionsMaxAge``.
-NONCURRENT_RULE = "noncurrentVersionsMaxAge"
-#: The ledger rule of a delete marker removed because no version is behind it.
-EXPIRED_MARKER_RULE = "expiredObjectDeleteMarker"
 
 
 class LostLeadership(JournalError):
@@ -116,6 +117,7 @@ class RunReport:
             "deleted": c.get("deleted", 0), "bytes_freed": c.get("bytesFreed", 0),
             "skipped_changed": c.get("skippedChanged", 0), "errors": c.get("errors", 0),
             "locked": c.get("locked", 0), "uploads_aborted": c.get("uploadsAborted", 0),
+            "gone_or_replaced": c.get("goneOrReplaced", 0),
             "plan": self.plan, "plan_key": self.plan_key,
         }
 
@@ -130,7 +132,7 @@ class Runner:
 
     def __init__(self, *, policy: Policy, storage: Storage, journal: Journal,
                  clock: Callable[[], float] = time.time, spool_dir: str | None = None,
-                 batch_size: int = MAX_BATCH,
+                 batch_size: int | None = None,
                  progress: Callable[[dict[str, Any]], None] | None = None,
                  cancelled: Callable[[], bool] = lambda: False) -> None:
         self.policy = policy
@@ -139,7 +141,8 @@ class Runner:
         self.journal = journal
         self.clock = clock
         self.spool_dir = spool_dir
-        self.batch_size = min(batch_size, MAX_BATCH)
+        #: Keys per journaled batch: ``spec.batchSize`` unless a caller (a test) says.
+        self.batch_size = max(1, min(batch_size or policy.batchSize, MAX_BATCH))
         self.progress = progress
         self.cancelled = cancelled
         self._manifest_key = policy.manifest.path.strip("/") if policy.manifest else None
@@ -174,12 +177,15 @@ class Runner:
             return report
         log.info("run %s planned (%s): scanned %d, selected %d, eligible %d", run_id, mode,
                  plan.scanned, plan.selected, plan.matched)
+        report.counters["scanned"] = plan.scanned
+        report.counters["matched"] = plan.matched
         try:
             brake = None if waive_brakes else self._brake(plan)
             term = self.journal.current_term()
             self.journal.commit(BeginRun(
                 policy=self.key, run_id=run_id, term=term, started=started, now=now,
-                slot=slot, job=job, mode="Plan" if brake else mode, planned=plan.matched))
+                slot=slot, job=job, mode="Plan" if brake else mode, planned=plan.matched,
+                scanned=plan.scanned))
             if brake:
                 report.reason = "SafetyBrake"
                 self._commit_finish(report, "Stalled", brake)
@@ -201,7 +207,8 @@ class Runner:
 
     def _resume(self, run: RunState) -> RunReport:
         report = RunReport(run_id=run.run_id, policy=self.key, mode=run.mode, result="Failed",
-                           started=run.started, resumed=True)
+                           started=run.started, resumed=True,
+                           counters={**dict.fromkeys(COUNTER_NAMES, 0), **run.counters})
         log.info("resuming run %s of %s at batch %d", run.run_id, self.key, run.next_seq)
         self._require_lease()
         if run.mode == "Plan":
@@ -216,6 +223,10 @@ class Runner:
             report.message = str(e)
             return report  # the run stays active; the next attempt resumes it
         inflight = sorted(run.inflight.values(), key=lambda i: i.seq)
+        # Batches run in seq order and each writes its ledger file before the next one
+        # deletes anything: of those in flight, only the first without a ledger file
+        # may have been begun (and its outcomes lost) by an earlier attempt.
+        begun = True
         for n, intent in enumerate(inflight):
             if self.cancelled() and ledger.read_batch(
                     storage=self.storage, root=self.policy.ledgerPath, run_id=run.run_id,
@@ -228,9 +239,10 @@ class Runner:
                     self.journal.commit(CompleteBatch(policy=self.key, run_id=run.run_id,
                                                       seq=later.seq, counters={},
                                                       term=self.journal.current_term()))
-                self._finish_inflight(run.run_id, intent)
+                self._finish_inflight(run.run_id, intent, maybe_begun=begun)
                 break
-            self._finish_inflight(run.run_id, intent)
+            if self._finish_inflight(run.run_id, intent, maybe_begun=begun):
+                begun = False
         if self.cancelled():
             self._commit_finish(report, "Aborted", "cancelled between batches (policy "
                                 "deleted, edited or suspended, or job deleted)")
@@ -239,6 +251,11 @@ class Runner:
         if plan is None:
             return report
         try:
+            # The run's counters are the journal's (whoever ran its earlier batches),
+            # with ``matched`` now the items its batches took plus what is left.
+            self.journal.commit(Replan(policy=self.key, run_id=run.run_id,
+                                       term=self.journal.current_term(), matched=plan.matched))
+            report.counters = dict(self.journal.read().runs[self.key].counters)
             self._apply(report, plan, start_seq=run.next_seq)
         finally:
             plan.discard()
@@ -290,8 +307,6 @@ class Runner:
             report.message = str(e)
             return None
         report.plan = {**plan.counts(), "rules": plan.summary}
-        report.counters["scanned"] = plan.scanned
-        report.counters["matched"] = plan.matched
         return plan
 
     def _scan_progress(self, phase: str, n: int) -> None:
@@ -449,7 +464,16 @@ class Runner:
         return self.journal.commit_async(CompleteBatch(
             policy=self.key, run_id=report.run_id, seq=intent.seq, term=term, counters=counters))
 
-    def _delete_batch(self, run_id: str, intent: Intent) -> dict[str, int]:
+    def _delete_batch(self, run_id: str, intent: Intent, *, begun_in: int | None = None
+                      ) -> dict[str, int]:
+        """Delete one journaled batch, write its ledger file, return its counts.
+
+        ``begun_in``: the term of an earlier attempt at this batch that may have
+        deleted some of it and stopped before its ledger file (a resume). A key whose
+        object then differs from the planned one is recorded ``gone-or-replaced``, not
+        ``changed-skipped``: this node cannot tell whether that attempt deleted the
+        planned version before a writer put another object there, and the ledger only
+        records what its writer saw (issue #17)."""
         keys = [e.key for e in intent.entries]
         if self._manifest_key:
             manifest.remove_entries(storage=self.storage, path=self._manifest_key, keys=keys)
@@ -464,13 +488,16 @@ class Runner:
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]
-        if intent.entries and intent.entries[0].rule in (NONCURRENT_RULE, EXPIRED_MARKER_RULE):
+        if intent.entries and intent.entries[0].rule in VERSION_RULES:
             # Exact versions, never current ones: a batch holds only these (see _apply).
             if not isinstance(self.storage, VersionedStorage):
                 raise StorageError(f"{self.storage.describe()} has no object versions")
             results = self.storage.delete_versions(entries, fence=fence)
         else:
             results = self.storage.delete_batch(entries, fence=fence)
+        if begun_in is not None:
+            results = [_unsure(r, begun_in) if r.outcome is Outcome.CHANGED_SKIPPED else r
+                       for r in results]
         lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
                                    policy=self.key, run_id=run_id, intent=intent,
                                    results=results, when=self.clock())
@@ -479,14 +506,17 @@ class Runner:
                 log.warning("run %s: %s %s: %s", run_id, r.outcome.value, r.key, r.detail)
         return ledger.counts(lines)
 
-    def _finish_inflight(self, run_id: str, intent: Intent) -> None:
-        """Finish a batch a previous leader left in flight.
+    def _finish_inflight(self, run_id: str, intent: Intent, *, maybe_begun: bool) -> bool:
+        """Finish a batch a previous leader left in flight; ``True`` if it had no ledger
+        file (so it was deleted here).
 
         If its ledger file exists the batch is done; record its counts. Else
         delete it again (each key is re-checked: what the old leader deleted is
         ``already-gone``), under our own term's authority first (never delete
         under another term's), but as the *same* batch: a late ledger write by
         a paused old leader then replaces that one file instead of adding lines.
+        ``maybe_begun``: an earlier attempt may have begun this batch (see
+        :meth:`_delete_batch`'s ``begun_in``).
         """
         term = self.journal.current_term()
         done = ledger.read_batch(storage=self.storage, root=self.policy.ledgerPath,
@@ -494,21 +524,23 @@ class Runner:
         if done is not None:
             self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
                                               term=term, counters=ledger.counts(done)))
-            return
+            return False
+        begun_in = intent.term if maybe_begun else None
         if intent.term != term:
             index = self.journal.commit(AdoptIntent(policy=self.key, run_id=run_id,
                                                     seq=intent.seq, term=term))
             intent = Intent(seq=intent.seq, term=term, index=index, entries=intent.entries,
                             cursor=intent.cursor)
-        counters = self._delete_batch(run_id, intent)
+        counters = self._delete_batch(run_id, intent, begun_in=begun_in)
         self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
                                           term=term, counters=counters))
+        return True
 
     def _commit_finish(self, report: RunReport, result: str, message: str) -> None:
         term = self.journal.current_term()
-        extra = {"scanned": report.counters.get("scanned", 0),
-                 "matched": report.counters.get("matched", 0),
-                 "skippedChanged": self._groups_kept}
+        # scanned, matched and every batch's counts are in the journal already (BeginRun,
+        # Replan, CompleteBatch): only what this node counted outside any batch is added.
+        extra = {"skippedChanged": self._groups_kept}
         if self._uploads_aborted:
             extra["uploadsAborted"] = self._uploads_aborted
         self.journal.commit(FinishRun(policy=self.key, run_id=report.run_id, term=term,
@@ -517,11 +549,21 @@ class Runner:
         rec = self.journal.read().history[self.key][-1]
         c = rec.counters
         log.info("run %s %s: scanned %d, eligible %d, deleted %d (%d bytes), skipped "
-                 "changed %d, errors %d%s", report.run_id, result, c.get("scanned", 0),
-                 c.get("matched", 0), c.get("deleted", 0), c.get("bytesFreed", 0),
-                 c.get("skippedChanged", 0), c.get("errors", 0),
+                 "changed %d (%d gone or replaced), errors %d%s", report.run_id, result,
+                 c.get("scanned", 0), c.get("matched", 0), c.get("deleted", 0),
+                 c.get("bytesFreed", 0), c.get("skippedChanged", 0),
+                 c.get("goneOrReplaced", 0), c.get("errors", 0),
                  f" — {message}" if message else "")
         report.result = result
         report.message = message
         report.ended = rec.ended
         report.counters = dict(rec.counters)
+
+
+def _unsure(result: DeleteResult, term: int) -> DeleteResult:
+    """A changed key of a batch that an earlier attempt may have begun (see
+    :meth:`Runner._delete_batch`): what this node saw, and what it cannot know."""
+    return DeleteResult(result.key, Outcome.GONE_OR_REPLACED,
+                        f"not the planned object ({result.detail}); kept. An attempt at this "
+                        f"batch in term {term} stopped before writing this file and may have "
+                        f"deleted the planned one")

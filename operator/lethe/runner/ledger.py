@@ -108,11 +108,17 @@ def read_run(*, storage: Storage, root: str, run_id: str | None = None) -> Itera
 
 _GONE = frozenset({Outcome.DELETED.value, Outcome.ALREADY_GONE.value})
 _SKIPPED, _LOCKED = Outcome.CHANGED_SKIPPED.value, Outcome.LOCKED.value
+_UNSURE = Outcome.GONE_OR_REPLACED.value
 
 
 def counts(lines: Iterable[LedgerLine]) -> dict[str, int]:
-    """Run counters as the status reports them, derived from ledger lines."""
-    deleted = freed = skipped = locked = errors = 0
+    """Run counters as the status reports them, derived from ledger lines.
+
+    ``gone-or-replaced`` counts in ``skippedChanged`` (the object now at the key is
+    not the planned one, and was kept) and again in ``goneOrReplaced``, its subset
+    whose planned version an earlier attempt may have deleted: never in ``deleted``,
+    which counts only what a writer of the ledger saw go."""
+    deleted = freed = skipped = locked = errors = unsure = 0
     for line in lines:  # once per deleted object: no enum lookups in here
         outcome = line.outcome
         if outcome in _GONE:
@@ -120,9 +126,12 @@ def counts(lines: Iterable[LedgerLine]) -> dict[str, int]:
             freed += line.size
         elif outcome == _SKIPPED:
             skipped += 1
+        elif outcome == _UNSURE:
+            skipped += 1
+            unsure += 1
         elif outcome == _LOCKED:
             locked += 1
         else:
             errors += 1
     return {"deleted": deleted, "bytesFreed": freed, "skippedChanged": skipped,
-            "errors": errors, "locked": locked}
+            "errors": errors, "locked": locked, "goneOrReplaced": unsure}

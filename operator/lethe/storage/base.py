@@ -58,6 +58,10 @@ class Outcome(enum.Enum):
     ALREADY_GONE = "already-gone"  # counts as deleted (I6)
     CHANGED_SKIPPED = "changed-skipped"  # fingerprint differs from the batch's (I3)
     LOCKED = "locked"  # legal hold / retention lock: reported, never fought
+    #: Another object than the planned one is at the key (kept), and an earlier attempt
+    #: at the batch stopped without its ledger file: it may have deleted the planned one.
+    #: Never a backend's answer; the runner's, when it finishes such a batch.
+    GONE_OR_REPLACED = "gone-or-replaced"
     ERROR = "error"
 
 
