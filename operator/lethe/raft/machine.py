@@ -16,8 +16,9 @@ Everything that touches pysyncobj internals lives here and in
   lacks: (1) for each follower, the *send* time of the newest heartbeat it
   acknowledged (the basis of the lease); (2) a vote guard: a follower that
   heard from a leader less than ``raftMinTimeout`` ago ignores vote requests,
-  so no rival can be elected while the leader's lease may still be valid;
-  (3) a log line for every message that fails authentication; (4) bounds on
+  so no rival can be elected while the leader's lease may still be valid
+  (the pre-vote of :mod:`lethe.raft.prevote` keeps a returning member from
+  sending one at all); (3) a log line for every message that fails authentication; (4) bounds on
   a connection that has not authenticated yet (see ``LeaseTransport``).
 """
 
@@ -252,6 +253,12 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
             elif kind == "append_entries":
                 if message.get("term", -1) >= self._syncObj.raftCurrentTerm:
                     self._last_leader_contact = time.monotonic()
+            elif kind in ("pre_vote", "pre_vote_response"):
+                # Ours (lethe.raft.prevote), never pysyncobj's: it would ignore them.
+                handler = getattr(self._syncObj, "on_pre_vote_message", None)
+                if handler is not None:
+                    handler(node, message)
+                return
             elif kind == "request_vote" and not self._syncObj._isLeader():
                 quiet = time.monotonic() - self._last_leader_contact
                 if quiet < self._syncObj.conf.raftMinTimeout:
@@ -268,6 +275,11 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
     def reset_acks(self) -> None:
         """Forget acknowledgements; called when a new leadership term begins."""
         self._acked.clear()
+
+    @property
+    def last_leader_contact(self) -> float:
+        """``time.monotonic()`` of the newest append_entries accepted from a leader."""
+        return self._last_leader_contact
 
     @property
     def rejected_messages(self) -> int:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.utility import TcpUtility, UtilityException
 
@@ -48,6 +47,7 @@ from lethe.journal import (
 from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings, make_conf
 from lethe.raft.discovery import DialNode
 from lethe.raft.machine import JournalMachine, LeaseTransport, encode_command
+from lethe.raft.prevote import PreVoteSyncObj
 from lethe.raft.status import RaftMetrics, RaftStatus, build_status
 
 __all__ = ["RaftJournal"]
@@ -110,9 +110,10 @@ class RaftJournal:
         self._machine = JournalMachine()
         self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
                                bind_address=bind_address)
-        self._sync = SyncObj(DialNode(self_address), [DialNode(p) for p in initial],
-                             conf=self._conf, consumers=[self._machine], nodeClass=DialNode,
-                             transportClass=LeaseTransport)
+        self._sync = PreVoteSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
+                                    conf=self._conf, consumers=[self._machine],
+                                    nodeClass=DialNode, transportClass=LeaseTransport,
+                                    leader_contact=self._leader_contact)
         self._sync.addOnTickCallback(self._on_tick)
         if not initial and not join:
             # A one-node cluster (`lethe apply`, a single replica) campaigns on its
@@ -342,6 +343,11 @@ class RaftJournal:
             if not fut.done():
                 with contextlib.suppress(Exception):
                     fut.set_exception(exc)
+
+    def _leader_contact(self) -> float:
+        """Monotonic time of the newest append_entries accepted from a leader."""
+        transport = self._transport()
+        return transport.last_leader_contact if transport is not None else time.monotonic()
 
     def _transport(self) -> LeaseTransport | None:
         t = getattr(self._sync, "_SyncObj__transport", None)
