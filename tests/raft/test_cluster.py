@@ -7,8 +7,11 @@ are generous: this machine is shared and loaded; the benchmark measures speed.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -226,3 +229,45 @@ def test_leader_failure_still_elects_quickly(cluster: Cluster) -> None:
     # rejected first pre-vote round costs one more timeout. The loaded
     # 2-core machine gets the rest.
     assert took < 5.0, took
+
+
+def _readyz(c: Cluster, i: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{c.http[i]}/readyz", timeout=2) as r:
+            return r.status, str(json.loads(r.read())["reason"])
+    except urllib.error.HTTPError as e:
+        return e.code, str(json.loads(e.read())["reason"])
+
+
+def test_replica_without_quorum_says_why(cluster: Cluster) -> None:
+    """#14: a replica that cannot form a quorum says why, in its log and /readyz:
+    which peers it expects, which answer, for how long. Member 2 never exists;
+    member 1 answers, then is killed."""
+    cluster.define(3)
+    for i in (0, 1):
+        cluster.start(i, peers=[0, 1, 2])
+    cluster.wait_leader(among=[0, 1])
+    assert _readyz(cluster, 0)[0] == 200
+    cluster.kill(1)
+    reason = ""
+
+    def explained() -> bool:
+        nonlocal reason
+        code, reason = _readyz(cluster, 0)
+        return code == 503 and "no Raft leader for" in reason
+
+    cluster.wait_for(explained, timeout=30, what="/readyz explains the missing quorum")
+    assert "needs 2 of 3 members" in reason, reason
+    assert f"{cluster.raft[1]} not connected, last answered" in reason, reason
+    assert f"{cluster.raft[2]} not connected, never answered" in reason, reason
+    st = cluster.status(0)
+    assert st is not None and st["leader"] is None and st["leaderless_for"] >= 5
+    assert st["problem"] and cluster.raft[2] in st["problem"]
+    cluster.wait_for(lambda: "WARNING" in cluster.log(0) and "no Raft leader for" in cluster.log(0),
+                     timeout=10, what="the log says it too")
+    warning = next(line for line in cluster.log(0).splitlines() if "no Raft leader for" in line)
+    assert cluster.raft[1] in warning and cluster.raft[2] in warning, warning
+    # The peer comes back: ready again, and the log says since when.
+    cluster.start(1, peers=[0, 1, 2])
+    cluster.wait_for(lambda: _readyz(cluster, 0)[0] == 200, timeout=30, what="ready again")
+    assert "known after" in cluster.log(0)

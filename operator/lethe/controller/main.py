@@ -27,6 +27,7 @@ from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
 from lethe.logs import setup_logging
 from lethe.metrics import Metrics
+from lethe.raft.http import raft_ready
 from lethe.raft.node import RaftJournal
 from lethe.raft.security import InsecureRaftRefused, resolve_password
 from lethe.raft.status import RaftMetrics
@@ -97,12 +98,12 @@ def run_main(argv: Sequence[str]) -> int:
     watching = threading.Event()
 
     def ready() -> tuple[bool, str]:
-        st = journal.status()
-        if not st.get("leader"):
-            return False, "no Raft leader known yet"
+        raft_ok, why = raft_ready(journal)
+        if not raft_ok:
+            return False, why
         if not inventory.synced.is_set() or not watching.is_set():
             return False, "watches not established yet"
-        return True, f"ok: leader {st.get('leader')}"
+        return True, why
 
     probes = Probes(healthy=lambda: time.monotonic() - heartbeat[0] < 30, ready=ready,
                     raft_status=lambda: dict(journal.status()), registries=[metrics.registry])

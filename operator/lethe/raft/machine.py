@@ -207,6 +207,8 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         self._unauthenticated: dict[Any, tuple[float, str]] = {}  # conn -> (since, peer)
         self._votes_ignored = 0
         self._campaign_logged: Any = None
+        #: peer id -> time.monotonic() of the newest message received from it
+        self._last_heard: dict[str, float] = {}
         super().__init__(syncObj, selfNode, otherNodes)
 
     # -- lease bookkeeping (all in the tick thread) --------------------------------
@@ -242,6 +244,7 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         super()._onNodeDisconnected(node)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        self._last_heard[str(getattr(node, "id", node))] = time.monotonic()
         if isinstance(message, dict):
             kind = message.get("type")
             if kind == "next_node_idx":
@@ -275,6 +278,15 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
     def reset_acks(self) -> None:
         """Forget acknowledgements; called when a new leadership term begins."""
         self._acked.clear()
+
+    def last_heard(self) -> dict[str, float]:
+        """Peer id -> ``time.monotonic()`` of its newest message (any thread)."""
+        for _ in range(5):
+            try:
+                return dict(self._last_heard)
+            except RuntimeError:  # the tick thread added a peer meanwhile
+                time.sleep(0.001)
+        return {}
 
     @property
     def last_leader_contact(self) -> float:

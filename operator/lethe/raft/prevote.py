@@ -79,6 +79,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
 
     # pysyncobj's, written here too (declared so that mypy knows the type).
     _SyncObj__raftElectionDeadline: float
+    _SyncObj__raftLeader: Any
 
     def __init__(self, *args: Any, leader_contact: Callable[[], float], **kwargs: Any) -> None:
         # Set before SyncObj.__init__: its tick thread may start at once.
@@ -107,6 +108,13 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         others = list(self._SyncObj__otherNodes)
         if not others or self._SyncObj__transferInProgress:
             return  # one-node cluster, or the leader handed over (TimeoutNow)
+        if self._SyncObj__raftLeader is not None:
+            # Silent for an election timeout: no longer a known leader. pysyncobj
+            # forgets it only when it campaigns, so a member cut off from everyone
+            # (it never campaigns then) or refused its pre-vote would name a dead
+            # leader for ever, and /readyz would believe it.
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
         permit, self._pv_permit_at = self._pv_permit_at, float("-inf")
         if now - permit < self.conf.raftMinTimeout and self._pv_leader_contact() < permit:
             return  # a majority granted our pre-vote just now (no leader since): campaign
