@@ -271,3 +271,29 @@ def test_replica_without_quorum_says_why(cluster: Cluster) -> None:
     cluster.start(1, peers=[0, 1, 2])
     cluster.wait_for(lambda: _readyz(cluster, 0)[0] == 200, timeout=30, what="ready again")
     assert "known after" in cluster.log(0)
+
+
+def test_partitioned_follower_keeps_its_term_and_rejoins_quietly(
+        proxied_cluster: Cluster) -> None:
+    """A follower cut off for 3 s (several election timeouts) asks for pre-votes
+    nobody answers, so its term stays; healed, it follows the same leader."""
+    c = proxied_cluster
+    c.start_all(3)
+    leader = c.wait_leader()
+    c.commit(begin("r1"))
+    before = _leader_view(c, leader)
+    assert before is not None
+    follower = next(i for i in range(3) if i != leader)
+    for (a, b), proxy in c.proxies.items():
+        if follower in (a, b):
+            proxy.cut()
+    time.sleep(3.0)
+    st = c.status(follower)
+    assert st is not None and st["term"] == before[1], st  # no term inflation while away
+    for proxy in c.proxies.values():
+        proxy.heal()
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:
+        assert _leader_view(c, leader) == before
+        time.sleep(0.05)
+    c.wait_for(lambda: _leader_view(c, follower) == before, what="healed follower follows")
