@@ -258,6 +258,12 @@ def test_run_settings_flags_env_and_errors(capsys: pytest.CaptureFixture[str]) -
         assert named in err and "Traceback" not in err, err
     with pytest.raises(ValueError, match="POD_NAME"):
         parse_config([], env={"POD_NAME": "laptop"}).discovery()
+    # `lethe run --help` reaches this parser (the top-level one used to swallow it).
+    from lethe.cli.main import main
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--raft-peers" in out and "LETHE_RAFT_PEERS" in out
 
 
 def test_nfs_volume_and_allowed_roots(helm_env: dict[str, str]) -> None:
