@@ -330,7 +330,9 @@ class RaftJournal:
                 time.sleep(0.001)
         members = len(nodes) + 1
         need = members // 2 + 1
-        refusals = dict(self._sync.pre_vote_stats.refusals)
+        refusals: dict[str, tuple[float, str]] = {}
+        with contextlib.suppress(RuntimeError):  # the tick thread may add a peer meanwhile
+            refusals = dict(self._sync.pre_vote_stats.refusals)
         parts = []
         for node in sorted(nodes, key=lambda n: str(n.id)):
             peer = str(node.id)
