@@ -223,7 +223,8 @@ class Consumer(threading.Thread):
 
 class LeaderWatch(threading.Thread):
     """Samples who holds the lease, as (replica, term), every 0.2 s and counts each
-    change against the latest fault injected ("none" before the first), so a trial
+    change against the latest fault injected ("none" before the first,
+    "after-chaos" once the nemesis has healed everything), so a trial
     reports leader changes per fault (#17 item 5: a returning replica must not
     depose a healthy leader). A change that reverts between two samples is
     missed, and a paused replica's /raft stalls a sample for its 2 s timeout:
@@ -234,6 +235,7 @@ class LeaderWatch(threading.Thread):
         self.reps, self.fault = reps, "none"
         self.changes: Counter[str] = Counter()
         self.stop = threading.Event()
+        self.log: list[str] = []
         self._last: tuple[int, int] | None = None
 
     def run(self) -> None:
@@ -244,6 +246,8 @@ class LeaderWatch(threading.Thread):
                 continue
             if self._last is not None and holders[0] != self._last:
                 self.changes[self.fault] += 1
+                self.log.append(f"{time.time():.3f} leader {self._last} -> {holders[0]} "
+                                f"under {self.fault}")
             self._last = holders[0]
 
 
@@ -336,6 +340,8 @@ class Nemesis(threading.Thread):
     def heal_all(self) -> None:
         self.stop.set()
         self.join(timeout=30)
+        if self.watch is not None:
+            self.watch.fault = "after-chaos"  # the final jobs' changes are no fault's
         self.reps.heal()
         for r in self.reps.replicas:
             with contextlib.suppress(ProcessLookupError):
@@ -487,6 +493,9 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     kept = keep or error is not None or bool(verdict.violations)
     if kept:
         (workdir / "record.txt").write_text(_dump(rec, verdict))
+        if watch is not None:  # faults and leader changes, interleaved in time
+            events = sorted((nemesis.log if nemesis is not None else []) + watch.log)
+            (workdir / "leaders.txt").write_text("\n".join(events) + "\n")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return TrialResult(seed=seed, faults=faults, verdict=verdict,
