@@ -163,9 +163,8 @@ def test_statefulset_defaults(helm_env: dict[str, str]) -> None:
     env = _env(sts)
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert env["LETHE_STATEFULSET"] == "lethe"
     assert env["LETHE_RAFT_SERVICE"] == "lethe-raft"
-    assert env["LETHE_REPLICAS"] == env["LETHE_RAFT_REPLICAS"] == "3"
+    assert env["LETHE_RAFT_REPLICAS"] == "3"
     assert env["LETHE_RAFT_PORT"] == "7000"
     assert env["LETHE_HTTP_PORT"] == "8080"
     assert env["LETHE_DATA_DIR"] == "/var/lib/lethe"
@@ -180,6 +179,91 @@ def test_statefulset_defaults(helm_env: dict[str, str]) -> None:
     assert _one(docs, "Service", "lethe-metrics")["spec"]["ports"][0]["port"] == 8080
     assert _one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+
+
+# --------------------------------------------------------------- settings drift (#17)
+
+
+def _settings_env() -> set[str]:
+    """Every environment variable `lethe run` reads (its settings table)."""
+    from lethe.controller.config import ENV_ONLY, SETTINGS
+    return {s.env for s in SETTINGS} | set(ENV_ONLY)
+
+
+_NAME = re.compile(r"\bLETHE_[A-Z0-9_]+\b")
+
+
+def test_chart_sets_only_variables_the_code_reads(helm_env: dict[str, str]) -> None:
+    """Each variable the chart sets, with every optional one switched on, is a
+    `lethe run` setting (LETHE_REPLICAS and LETHE_STATEFULSET were set and ignored)."""
+    docs = _template(helm_env, "nfs.server=nfs.example", "nfs.path=/export",
+                     "config.namespaceRoots.media=/data/media", "config.allowedBuckets={b}",
+                     "config.watchNamespaces={team}")
+    env = _env(_one(docs, "StatefulSet", "lethe"))
+    ignored = sorted(set(env) - _settings_env() - {"HOME"})  # HOME: for Python, not lethe
+    assert not ignored, f"the chart sets variables lethe run never reads: {ignored}"
+    assert {"LETHE_NAMESPACE_ROOTS", "LETHE_ALLOWED_BUCKETS",
+            "LETHE_WATCH_NAMESPACES"} <= set(env)
+
+
+def test_every_variable_the_code_reads_is_a_documented_setting() -> None:
+    """Any LETHE_* name in the operator's code is in the settings table, and the
+    table (option, variable) is in docs/install.md and `lethe run --help`."""
+    from lethe.controller.config import SETTINGS, parser
+    in_code = set()
+    for path in (ROOT / "operator" / "lethe").rglob("*.py"):
+        in_code |= set(_NAME.findall(path.read_text(encoding="utf-8")))
+    assert in_code - _settings_env() == set(), "read outside the settings table"
+    install = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    helptext = " ".join(parser().format_help().split())
+    for s in SETTINGS:
+        assert f"| `{s.flag}` | `{s.env}` |" in install, f"{s.flag} missing in docs/install.md"
+        assert s.flag in helptext and f"env {s.env};" in helptext, s.flag
+    assert "LETHE_RAFT_PASSWORD`" in install and "LETHE_RAFT_PASSWORD" in helptext
+
+
+def test_docs_name_no_variable_the_code_ignores() -> None:
+    """docs/raft.md named LETHE_REPLICAS, which nothing read. (testing.md names the
+    test suite's own variables.)"""
+    known = _settings_env()
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        if doc.name == "testing.md":
+            continue
+        unknown = set(_NAME.findall(doc.read_text(encoding="utf-8"))) - known
+        assert not unknown, f"{doc.name} names variables lethe never reads: {sorted(unknown)}"
+
+
+def test_run_settings_flags_env_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from lethe.controller.config import parse_config
+    cfg = parse_config([], env={"POD_NAME": "lethe-2", "POD_NAMESPACE": "ops",
+                                "LETHE_RAFT_REPLICAS": "5", "LETHE_RAFT_SERVICE": "lethe-raft",
+                                "LETHE_HTTP_PORT": "9090", "LETHE_HTTP_HOST": ""})
+    assert (cfg.http_port, cfg.http_host) == (9090, "0.0.0.0")  # empty means the default
+    disc = cfg.discovery()
+    assert disc.self_address == "lethe-2.lethe-raft.ops.svc:7000"
+    assert len(disc.seed) == 5 and disc.bind_address == "0.0.0.0:7000"
+    cfg = parse_config(["--http-port", "8081", "--raft-self", "127.0.0.1:7001"],
+                       env={"LETHE_HTTP_PORT": "9090", "LETHE_RAFT_PEERS": "127.0.0.1:7002,"})
+    assert cfg.http_port == 8081  # the flag wins
+    assert cfg.discovery().peers == ["127.0.0.1:7002"]
+    for env, named in (({"LETHE_HTTP_PORT": "http"}, "LETHE_HTTP_PORT"),
+                       ({"LETHE_RAFT_REPLICAS": "0"}, "LETHE_RAFT_REPLICAS"),
+                       ({"LETHE_LOG_FORMAT": "xml"}, "LETHE_LOG_FORMAT"),
+                       ({"LETHE_INSECURE_DEV_RAFT": "maybe"}, "LETHE_INSECURE_DEV_RAFT"),
+                       ({"LETHE_NAMESPACE_ROOTS": "media=data"}, "LETHE_NAMESPACE_ROOTS")):
+        with pytest.raises(SystemExit) as exc:
+            parse_config([], env=env)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, err
+    with pytest.raises(ValueError, match="POD_NAME"):
+        parse_config([], env={"POD_NAME": "laptop"}).discovery()
+    # `lethe run --help` reaches this parser (the top-level one used to swallow it).
+    from lethe.cli.main import main
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--raft-peers" in out and "LETHE_RAFT_PEERS" in out
 
 
 def test_nfs_volume_and_allowed_roots(helm_env: dict[str, str]) -> None:

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'quick' if args.quick else 'full'}; work in {base}", flush=True)
     shared = Shared(base)
     faults: Counter[str] = Counter()
+    changes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     failed: list[int] = []
     stats: Counter[str] = Counter()
@@ -45,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
             seed = first + k
             res = run_trial(shared, seed, quick=args.quick, base=base, keep=args.keep)
             faults += res.faults
+            changes += res.leader_changes
             stats.update(res.verdict.stats)
             kinds.update(v.kind for v in res.verdict.violations)
             status = "ok" if res.ok else ("ERROR" if res.error else "VIOLATION")
             print(f"trial {k + 1}/{args.trials} seed {seed}: {status} in {res.seconds:.0f}s; "
-                  f"faults {dict(res.faults)}; {res.verdict.stats}", flush=True)
+                  f"faults {dict(res.faults)}; leader changes per fault "
+                  f"{dict(res.leader_changes)}; {res.verdict.stats}", flush=True)
             for v in res.verdict.violations[:20]:
                 print(f"    {v}", flush=True)
             if len(res.verdict.violations) > 20:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         shared.stop()
     print(f"\nsummary: {args.trials} trials (seeds {first}..{first + args.trials - 1}) in "
           f"{(time.monotonic() - t0) / 60:.1f} min; faults injected "
-          f"{sum(faults.values())} {dict(sorted(faults.items()))}; totals {dict(stats)}; "
+          f"{sum(faults.values())} {dict(sorted(faults.items()))}; leader changes per fault "
+          f"{dict(sorted(changes.items()))}; totals {dict(stats)}; "
           f"violations {sum(kinds.values())} {dict(kinds)}; failed seeds {failed or 'none'}",
           flush=True)
     return 1 if failed else 0

@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class TrialResult:
     seconds: float
     error: str | None = None
     workdir: Path | None = None
+    #: fault kind -> leader changes seen while it was the latest fault (LeaderWatch)
+    leader_changes: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +221,36 @@ class Consumer(threading.Thread):
 # -- the nemesis ------------------------------------------------------------------------
 
 
+class LeaderWatch(threading.Thread):
+    """Samples who holds the lease, as (replica, term), every 0.2 s and counts each
+    change against the latest fault injected ("none" before the first,
+    "after-chaos" once the nemesis has healed everything), so a trial
+    reports leader changes per fault (#17 item 5: a returning replica must not
+    depose a healthy leader). A change that reverts between two samples is
+    missed, and a paused replica's /raft stalls a sample for its 2 s timeout:
+    the counts are lower bounds."""
+
+    def __init__(self, reps: ChaosReplicas) -> None:
+        super().__init__(daemon=True)
+        self.reps, self.fault = reps, "none"
+        self.changes: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self.log: list[str] = []
+        self._last: tuple[int, int] | None = None
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            holders = [(r.index, int(st["term"])) for r in self.reps.replicas
+                       if r.alive() and (st := r.raft()) is not None and st.get("lease_valid")]
+            if len(holders) != 1:
+                continue
+            if self._last is not None and holders[0] != self._last:
+                self.changes[self.fault] += 1
+                self.log.append(f"{time.time():.3f} leader {self._last} -> {holders[0]} "
+                                f"under {self.fault}")
+            self._last = holders[0]
+
+
 class Nemesis(threading.Thread):
     """One fault at a time, each healed before the next (the majority stays reachable
     between faults, so jobs can finish): SIGKILL (random node, the leader, or the
@@ -230,9 +262,10 @@ class Nemesis(threading.Thread):
              ("pause-leader", 2), ("restart", 1), ("partition", 1), ("partition-leader", 2))
 
     def __init__(self, reps: ChaosReplicas, rng: random.Random, faults: Counter[str],
-                 ledger_count: Callable[[], int]) -> None:
+                 ledger_count: Callable[[], int], watch: LeaderWatch | None = None) -> None:
         super().__init__(daemon=True)
         self.reps, self.rng, self.faults, self.ledger_count = reps, rng, faults, ledger_count
+        self.watch = watch
         self.stop = threading.Event()
         self.log: list[str] = []
 
@@ -259,6 +292,8 @@ class Nemesis(threading.Thread):
 
     def _inject(self, kind: str, hold: float) -> None:
         reps = self.reps
+        if self.watch is not None:
+            self.watch.fault = kind if kind != "kill-leader-mid-batch" else "kill-leader"
         if kind == "kill-leader-mid-batch":
             i = self._victim(True)
             before = self.ledger_count()
@@ -267,6 +302,8 @@ class Nemesis(threading.Thread):
                 time.sleep(0.02)
             if self.ledger_count() == before:
                 kind = "kill-leader"
+            if self.watch is not None:
+                self.watch.fault = kind
             reps.kill(i)
             self.faults[kind] += 1
             self._note(f"{kind} {i}; restart in {hold:.1f}s")
@@ -303,6 +340,8 @@ class Nemesis(threading.Thread):
     def heal_all(self) -> None:
         self.stop.set()
         self.join(timeout=30)
+        if self.watch is not None:
+            self.watch.fault = "after-chaos"  # the final jobs' changes are no fault's
         self.reps.heal()
         for r in self.reps.replicas:
             with contextlib.suppress(ProcessLookupError):
@@ -359,6 +398,7 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     writers: Writers | None = None
     consumer: Consumer | None = None
     nemesis: Nemesis | None = None
+    watch: LeaderWatch | None = None
     verdict = Verdict()
     try:
         old_posix = make_posix(rng, rec, sizes.posix_old)
@@ -389,8 +429,10 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
 
         writers = Writers(rec, seed, old_posix, s3_old, client, lock)
         consumer = Consumer(rec, sorted(rec.posix_population))
+        watch = LeaderWatch(reps)
+        watch.start()
         nemesis = Nemesis(reps, random.Random(seed * 7919), faults,
-                          lambda: _ledger_files(rec.posix_root))
+                          lambda: _ledger_files(rec.posix_root), watch)
         writers.start()
         consumer.start()
         jobs: list[str] = []
@@ -436,9 +478,11 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     except Exception:
         error = traceback.format_exc()
     finally:
-        for t in (nemesis,):
+        for t in (nemesis, watch):
             if t is not None and t.is_alive():
                 t.stop.set()
+        if watch is not None:
+            watch.join(timeout=5)
         if writers is not None:
             writers.join()
         if consumer is not None:
@@ -450,11 +494,15 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     kept = keep or error is not None or bool(verdict.violations)
     if kept:
         (workdir / "record.txt").write_text(_dump(rec, verdict))
+        if watch is not None:  # faults and leader changes, interleaved in time
+            events = sorted((nemesis.log if nemesis is not None else []) + watch.log)
+            (workdir / "leaders.txt").write_text("\n".join(events) + "\n")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return TrialResult(seed=seed, faults=faults, verdict=verdict,
                        seconds=time.monotonic() - started, error=error,
-                       workdir=workdir if kept else None)
+                       workdir=workdir if kept else None,
+                       leader_changes=watch.changes if watch is not None else Counter())
 
 
 def _ledger_files(root: Path) -> int:

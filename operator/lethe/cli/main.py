@@ -197,13 +197,20 @@ def _parser() -> argparse.ArgumentParser:
     rsub = r.add_subparsers(dest="raft_command", required=True)
     st = rsub.add_parser("status", help="state, leader, term, indexes and peers")
     st.add_argument("--url", default="http://127.0.0.1:8080/raft")
-    run = sub.add_parser("run", help="run the operator (the container's entry point)")
-    run.add_argument("rest", nargs=argparse.REMAINDER)
+    # Listed here for `lethe --help`; main() hands its arguments to `lethe run`'s own
+    # parser (lethe.controller.config), so `lethe run --help` shows every setting.
+    sub.add_parser("run", add_help=False,
+                   help="run the operator (the container's entry point; see lethe run --help)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        from lethe.controller.main import run_main
+
+        return run_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "plan":
         if args.diff:
@@ -219,10 +226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lethe.raft.cli import raft_status_main
 
         return raft_status_main(["--url", args.url])
-    if args.command == "run":
-        from lethe.controller.main import run_main
-
-        return run_main(args.rest)
     return 2
 
 

@@ -27,7 +27,7 @@ from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
 from lethe.logs import setup_logging
 from lethe.metrics import Metrics
-from lethe.raft.discovery import discover_from_env
+from lethe.raft.http import raft_ready
 from lethe.raft.node import RaftJournal
 from lethe.raft.security import InsecureRaftRefused, resolve_password
 from lethe.raft.status import RaftMetrics
@@ -78,11 +78,12 @@ def run_main(argv: Sequence[str]) -> int:
     setup_logging(fmt=config.log_format, level=logging.getLevelName(config.log_level))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack
     try:
-        password = resolve_password(insecure_dev=config.insecure_dev_raft)
-    except InsecureRaftRefused as e:
+        password = resolve_password(password_file=config.raft_password_file or None,
+                                    insecure_dev=config.insecure_dev_raft)
+        disc = config.discovery()
+    except (InsecureRaftRefused, ValueError) as e:
         log.error("%s", e)
         return 2
-    disc = discover_from_env()
     metrics = Metrics()
     raft_metrics = RaftMetrics(registry=metrics.registry)
     journal = RaftJournal(self_address=disc.self_address, peers=disc.peers, password=password,
@@ -97,12 +98,12 @@ def run_main(argv: Sequence[str]) -> int:
     watching = threading.Event()
 
     def ready() -> tuple[bool, str]:
-        st = journal.status()
-        if not st.get("leader"):
-            return False, "no Raft leader known yet"
+        raft_ok, why = raft_ready(journal)
+        if not raft_ok:
+            return False, why
         if not inventory.synced.is_set() or not watching.is_set():
             return False, "watches not established yet"
-        return True, f"ok: leader {st.get('leader')}"
+        return True, why
 
     probes = Probes(healthy=lambda: time.monotonic() - heartbeat[0] < 30, ready=ready,
                     raft_status=lambda: dict(journal.status()), registries=[metrics.registry])

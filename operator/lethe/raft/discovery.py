@@ -15,9 +15,8 @@ old size) joins through the leader, and a replica that is scaled away leaves.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from pysyncobj.node import TCPNode
 __all__ = [
     "DialNode",
     "Discovery",
-    "discover_from_env",
+    "discover",
     "set_dial_overrides",
     "statefulset_peers",
 ]
@@ -101,32 +100,28 @@ class Discovery:
         return self.self_address in self.seed
 
 
-def discover_from_env(environ: Mapping[str, str] | None = None) -> Discovery:
-    """Read the StatefulSet layout (or explicit addresses) from the environment.
+def discover(*, pod_name: str, namespace: str | None, raft_self: str = "",
+             raft_peers: Sequence[str] = (), raft_bind: str = "", service: str = "",
+             port: int = 7000, replicas: int = 1) -> Discovery:
+    """This member's identity and bootstrap seed (the ``lethe run --raft-*`` settings).
 
-    Explicit: ``LETHE_RAFT_SELF`` and ``LETHE_RAFT_PEERS`` (comma-separated).
-    StatefulSet: ``HOSTNAME`` (``<sts>-<ordinal>``), ``LETHE_RAFT_SERVICE``
-    (headless Service), ``POD_NAMESPACE`` or ``LETHE_RAFT_NAMESPACE``,
-    ``LETHE_RAFT_PORT`` (default 7000), ``LETHE_RAFT_REPLICAS`` (default 1).
+    Explicit layout when ``raft_self`` is set: the seed is ``raft_self`` plus
+    ``raft_peers``. Otherwise the StatefulSet layout: ``pod_name`` is
+    ``<sts>-<ordinal>``, peers are ``<sts>-<i>.<service>.<namespace>.svc:<port>``
+    for ``i < replicas`` (``service`` defaults to ``<sts>``). Raises ValueError
+    naming the setting when neither layout applies.
     """
-    env = os.environ if environ is None else environ
-    port = int(env.get("LETHE_RAFT_PORT", "7000"))
-    explicit_self = env.get("LETHE_RAFT_SELF")
-    if explicit_self:
-        peers = [p.strip() for p in env.get("LETHE_RAFT_PEERS", "").split(",") if p.strip()]
-        seed = tuple(dict.fromkeys([explicit_self, *peers]))
-        return Discovery(self_address=explicit_self, seed=seed,
-                         bind_address=env.get("LETHE_RAFT_BIND") or None)
-    hostname = env.get("HOSTNAME", "")
-    m = _ORDINAL.match(hostname)
+    if raft_self:
+        seed = tuple(dict.fromkeys([raft_self, *(p.strip() for p in raft_peers if p.strip())]))
+        return Discovery(self_address=raft_self, seed=seed, bind_address=raft_bind or None)
+    m = _ORDINAL.match(pod_name)
     if m is None:
-        raise ValueError(f"HOSTNAME {hostname!r} is not <statefulset>-<ordinal>; "
-                         "set LETHE_RAFT_SELF/LETHE_RAFT_PEERS instead")
-    service = env.get("LETHE_RAFT_SERVICE") or m["sts"]
-    namespace = env.get("LETHE_RAFT_NAMESPACE") or env.get("POD_NAMESPACE") or None
-    replicas = int(env.get("LETHE_RAFT_REPLICAS", "1"))
+        raise ValueError(f"pod name {pod_name!r} (--pod-name / POD_NAME) is not "
+                         "<statefulset>-<ordinal>; set --raft-self/--raft-peers "
+                         "(LETHE_RAFT_SELF/LETHE_RAFT_PEERS) instead")
+    service = service or m["sts"]
     seed = tuple(statefulset_peers(statefulset=m["sts"], service=service,
-                                   namespace=namespace, port=port, replicas=replicas))
+                                   namespace=namespace or None, port=port, replicas=replicas))
     suffix = f".{namespace}.svc" if namespace else ""
-    me = f"{hostname}.{service}{suffix}:{port}"
-    return Discovery(self_address=me, seed=seed, bind_address=f"0.0.0.0:{port}")
+    me = f"{pod_name}.{service}{suffix}:{port}"
+    return Discovery(self_address=me, seed=seed, bind_address=raft_bind or f"0.0.0.0:{port}")

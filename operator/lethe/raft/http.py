@@ -2,8 +2,8 @@
 
 ``raft_status_json`` is what the operator's own HTTP server mounts at `/raft`.
 ``serve`` is a tiny stdlib server used by ``python -m lethe.raft`` so tests and
-benchmarks can drive real processes: GET `/raft`, GET `/state`, POST `/commit`,
-POST `/bench`.
+benchmarks can drive real processes: GET `/raft`, GET `/readyz`, GET `/state`,
+POST `/commit`, POST `/bench`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from lethe.journal import (
 )
 from lethe.raft.node import RaftJournal
 
-__all__ = ["command_from_json", "raft_status_json", "serve"]
+__all__ = ["command_from_json", "raft_ready", "raft_status_json", "serve"]
 
 log = logging.getLogger("lethe.raft.http")
 
@@ -39,6 +39,19 @@ log = logging.getLogger("lethe.raft.http")
 def raft_status_json(journal: RaftJournal) -> bytes:
     """The `/raft` response body."""
     return json.dumps(journal.status(), indent=2, sort_keys=True).encode()
+
+
+def raft_ready(journal: RaftJournal) -> tuple[bool, str]:
+    """The Raft half of `/readyz`: a leader is known, else why not (#14).
+
+    Before QUORUM_REPORT_AFTER seconds without a leader the reason is only
+    "no Raft leader known yet"; after that it names the members needed, each
+    peer's connection, last answer and pre-vote answer, and for how long.
+    """
+    leader = journal.leader()
+    if leader is not None:
+        return True, f"ok: leader {leader}"
+    return False, journal.quorum_problem() or "no Raft leader known yet"
 
 
 def _entries(data: dict[str, Any]) -> tuple[IntentEntry, ...]:
@@ -132,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/raft":
             self._send(200, raft_status_json(self.journal))
+        elif self.path == "/readyz":
+            ok, why = raft_ready(self.journal)
+            self._send(200 if ok else 503, {"ready": ok, "reason": why})
         elif self.path == "/state":
             self._send(200, dataclasses.asdict(self.journal.read()))
         else:

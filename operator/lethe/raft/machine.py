@@ -16,8 +16,9 @@ Everything that touches pysyncobj internals lives here and in
   lacks: (1) for each follower, the *send* time of the newest heartbeat it
   acknowledged (the basis of the lease); (2) a vote guard: a follower that
   heard from a leader less than ``raftMinTimeout`` ago ignores vote requests,
-  so no rival can be elected while the leader's lease may still be valid;
-  (3) a log line for every message that fails authentication; (4) bounds on
+  so no rival can be elected while the leader's lease may still be valid
+  (the pre-vote of :mod:`lethe.raft.prevote` keeps a returning member from
+  sending one at all); (3) a log line for every message that fails authentication; (4) bounds on
   a connection that has not authenticated yet (see ``LeaseTransport``).
 """
 
@@ -210,6 +211,8 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         self._unauthenticated: dict[Any, tuple[float, str]] = {}  # conn -> (since, peer)
         self._votes_ignored = 0
         self._campaign_logged: Any = None
+        #: peer id -> time.monotonic() of the newest message received from it
+        self._last_heard: dict[str, float] = {}
         super().__init__(syncObj, selfNode, otherNodes)
 
     # -- lease bookkeeping (all in the tick thread) --------------------------------
@@ -245,6 +248,7 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         super()._onNodeDisconnected(node)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
+        self._last_heard[str(getattr(node, "id", node))] = time.monotonic()
         if isinstance(message, dict):
             kind = message.get("type")
             if kind == "next_node_idx":
@@ -256,6 +260,12 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
             elif kind == "append_entries":
                 if message.get("term", -1) >= self._syncObj.raftCurrentTerm:
                     self._last_leader_contact = time.monotonic()
+            elif kind in ("pre_vote", "pre_vote_response"):
+                # Ours (lethe.raft.prevote), never pysyncobj's: it would ignore them.
+                handler = getattr(self._syncObj, "on_pre_vote_message", None)
+                if handler is not None:
+                    handler(node, message)
+                return
             elif kind == "request_vote" and not self._syncObj._isLeader():
                 quiet = time.monotonic() - self._last_leader_contact
                 if quiet < self._syncObj.conf.raftMinTimeout:
@@ -272,6 +282,20 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
     def reset_acks(self) -> None:
         """Forget acknowledgements; called when a new leadership term begins."""
         self._acked.clear()
+
+    def last_heard(self) -> dict[str, float]:
+        """Peer id -> ``time.monotonic()`` of its newest message (any thread)."""
+        for _ in range(5):
+            try:
+                return dict(self._last_heard)
+            except RuntimeError:  # the tick thread added a peer meanwhile
+                time.sleep(0.001)
+        return {}
+
+    @property
+    def last_leader_contact(self) -> float:
+        """``time.monotonic()`` of the newest append_entries accepted from a leader."""
+        return self._last_leader_contact
 
     @property
     def rejected_messages(self) -> int:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import SyncObj
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.utility import TcpUtility, UtilityException
 
@@ -48,6 +47,7 @@ from lethe.journal import (
 from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings, make_conf
 from lethe.raft.discovery import DialNode
 from lethe.raft.machine import JournalMachine, LeaseTransport, encode_command
+from lethe.raft.prevote import PreVoteSyncObj
 from lethe.raft.status import RaftMetrics, RaftStatus, build_status
 
 __all__ = ["RaftJournal"]
@@ -58,6 +58,11 @@ _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if not k.startswith("_
 _LOST_LEADERSHIP = {FAIL_REASON.NOT_LEADER, FAIL_REASON.MISSING_LEADER,
                     FAIL_REASON.LEADER_CHANGED, FAIL_REASON.DISCARDED}
 _MEMBERS_FILE = "members.json"
+#: Seconds without a known leader after which a member says why, in its log
+#: (then every QUORUM_LOG_EVERY) and in /readyz: several election timeouts,
+#: so a normal election or restart stays quiet.
+QUORUM_REPORT_AFTER = 5.0
+QUORUM_LOG_EVERY = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,8 @@ class RaftJournal:
         self._was_leader_term = -1
         self._members_written: tuple[str, ...] = ()
         self._closed = threading.Event()
+        self._leaderless_since: float | None = time.monotonic()
+        self._quorum_logged_at = float("-inf")
 
         initial = list(dict.fromkeys(p for p in peers if p != self_address))
         remembered = self._load_members()
@@ -110,9 +117,10 @@ class RaftJournal:
         self._machine = JournalMachine()
         self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
                                bind_address=bind_address)
-        self._sync = SyncObj(DialNode(self_address), [DialNode(p) for p in initial],
-                             conf=self._conf, consumers=[self._machine], nodeClass=DialNode,
-                             transportClass=LeaseTransport)
+        self._sync = PreVoteSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
+                                    conf=self._conf, consumers=[self._machine],
+                                    nodeClass=DialNode, transportClass=LeaseTransport,
+                                    leader_contact=self._leader_contact)
         self._sync.addOnTickCallback(self._on_tick)
         if not initial and not join:
             # A one-node cluster (`lethe apply`, a single replica) campaigns on its
@@ -286,11 +294,80 @@ class RaftJournal:
             except RuntimeError:
                 time.sleep(0.001)
         transport = self._transport()
+        since = self._leaderless_since
         return build_status(raw=raw, self_address=self._self,
                             lease_remaining=self.lease_remaining(),
                             fenced_term=self._machine.fenced(),
                             acked=transport.acked_send_times() if transport else {},
-                            rejected_messages=transport.rejected_messages if transport else 0)
+                            rejected_messages=transport.rejected_messages if transport else 0,
+                            last_heard=transport.last_heard() if transport else {},
+                            leaderless_for=None if since is None else time.monotonic() - since,
+                            problem=self.quorum_problem())
+
+    def quorum_problem(self) -> str | None:
+        """Why no leader is known, once that has lasted QUORUM_REPORT_AFTER seconds.
+
+        One sentence for the log and /readyz (#14: a replica that cannot form
+        or join a quorum must say so): how long, how many members it needs,
+        and for each peer whether it is connected, when it last answered, and
+        what it said to our pre-vote. ``None`` while a leader is known or the
+        leaderless spell is still short. Any thread.
+        """
+        since = self._leaderless_since
+        if since is None:
+            return None
+        now = time.monotonic()
+        if now - since < QUORUM_REPORT_AFTER:
+            return None
+        transport = self._transport()
+        heard = transport.last_heard() if transport is not None else {}
+        nodes: list[Any] = []
+        for _ in range(5):
+            try:
+                nodes = list(self._sync.otherNodes)
+                break
+            except RuntimeError:
+                time.sleep(0.001)
+        members = len(nodes) + 1
+        need = members // 2 + 1
+        refusals: dict[str, tuple[float, str]] = {}
+        with contextlib.suppress(RuntimeError):  # the tick thread may add a peer meanwhile
+            refusals = dict(self._sync.pre_vote_stats.refusals)
+        parts = []
+        for node in sorted(nodes, key=lambda n: str(n.id)):
+            peer = str(node.id)
+            what = "connected" if self._sync.isNodeConnected(node) else "not connected"
+            t = heard.get(peer)
+            what += ", never answered" if t is None else f", last answered {now - t:.1f}s ago"
+            if _name_does_not_resolve(peer):
+                what += ", its name does not resolve"
+            refused = refusals.get(peer)
+            if refused is not None and now - refused[0] < QUORUM_LOG_EVERY:
+                what += f", refused our pre-vote ({refused[1]})"
+            parts.append(f"{peer} {what}")
+        text = (f"no Raft leader for {now - since:.0f}s: {self._self} needs {need} of "
+                f"{members} members (itself and {need - 1} more) and sees peers: "
+                + ("; ".join(parts) or "none"))
+        rejected = transport.rejected_messages if transport is not None else 0
+        if rejected:
+            text += (f"; {rejected} incoming messages failed authentication "
+                     "(a peer with another Raft password?)")
+        return text
+
+    def _watch_quorum(self, now: float, leader: str | None) -> None:
+        """Tick thread: track how long no leader is known; say why in the log."""
+        if leader is not None:
+            since, self._leaderless_since = self._leaderless_since, None
+            if since is not None and now - since >= QUORUM_REPORT_AFTER:
+                log.info("raft: leader %s known after %.1fs without one", leader, now - since)
+            return
+        if self._leaderless_since is None:
+            self._leaderless_since = now
+            return
+        if (now - self._leaderless_since >= QUORUM_REPORT_AFTER
+                and now - self._quorum_logged_at >= QUORUM_LOG_EVERY):
+            self._quorum_logged_at = now
+            log.warning("raft: %s", self.quorum_problem())
 
     def wait_leader(self, *, timeout: float) -> str | None:
         """Block until some leader is known (or ``timeout``); return its address."""
@@ -343,6 +420,11 @@ class RaftJournal:
                 with contextlib.suppress(Exception):
                     fut.set_exception(exc)
 
+    def _leader_contact(self) -> float:
+        """Monotonic time of the newest append_entries accepted from a leader."""
+        transport = self._transport()
+        return transport.last_leader_contact if transport is not None else time.monotonic()
+
     def _transport(self) -> LeaseTransport | None:
         t = getattr(self._sync, "_SyncObj__transport", None)
         return t if isinstance(t, LeaseTransport) else None
@@ -388,6 +470,7 @@ class RaftJournal:
         self._published = _Published(leader=leader, term=term, quorum_at=quorum_at,
                                      lease_expiry=expiry)
         current_leader = self.leader()
+        self._watch_quorum(now, current_leader)
         if current_leader != self._last_leader:
             if self._metrics is not None and current_leader is not None:
                 self._metrics.leader_changes.inc()
@@ -486,6 +569,17 @@ class RaftJournal:
             if self._closed.wait(0.02):
                 return False
         return cond()
+
+
+def _name_does_not_resolve(address: str) -> bool:
+    """True if pysyncobj's DNS cache holds a failed lookup of ``address``'s host
+    (it retries after ``dns_fail_cache_time``); reads the cache, never resolves."""
+    from pysyncobj.dns_resolver import globalDnsResolver
+
+    host = address.rsplit(":", 1)[0]
+    cache = getattr(globalDnsResolver(), "_DnsCachingResolver__cache", {})
+    entry = cache.get(host)
+    return entry is not None and not entry[1]
 
 
 def _conforms_to_journal(journal: RaftJournal) -> Journal:

@@ -26,6 +26,8 @@ class PeerStatus(TypedDict):
     #: Seconds since the send time of the newest heartbeat this peer acknowledged
     #: (leader only; the input of the lease).
     ack_age: float | None
+    #: Seconds since any authenticated message from this peer (None: never).
+    last_heard: float | None
 
 
 class RaftStatus(TypedDict):
@@ -42,12 +44,18 @@ class RaftStatus(TypedDict):
     fenced_term: int
     rejected_messages: int
     uptime: int
+    #: Seconds since a leader was last known (None while one is known).
+    leaderless_for: float | None
+    #: Why no leader is known, once that lasts (see RaftJournal.quorum_problem).
+    problem: str | None
     peers: list[PeerStatus]
 
 
 def build_status(*, raw: Mapping[str, Any], self_address: str, lease_remaining: float,
                  fenced_term: int, acked: Mapping[Any, float],
-                 rejected_messages: int) -> RaftStatus:
+                 rejected_messages: int, last_heard: Mapping[str, float] | None = None,
+                 leaderless_for: float | None = None,
+                 problem: str | None = None) -> RaftStatus:
     """Turn pysyncobj's flat ``getStatus()`` dict into a stable, typed document."""
     now = time.monotonic()
     prefix = "partner_node_status_server_"
@@ -56,12 +64,14 @@ def build_status(*, raw: Mapping[str, Any], self_address: str, lease_remaining: 
     for key in sorted(k for k in raw if k.startswith(prefix)):
         addr = key[len(prefix):]
         t = ack_by_id.get(addr)
+        heard = (last_heard or {}).get(addr)
         peers.append(PeerStatus(
             address=addr,
             connected=raw[key] == 2,
             match_index=raw.get(f"match_idx_server_{addr}"),
             next_index=raw.get(f"next_node_idx_server_{addr}"),
-            ack_age=None if t is None else round(now - t, 3)))
+            ack_age=None if t is None else round(now - t, 3),
+            last_heard=None if heard is None else round(now - heard, 3)))
     leader = raw.get("leader")
     return RaftStatus(
         self=self_address,
@@ -77,6 +87,8 @@ def build_status(*, raw: Mapping[str, Any], self_address: str, lease_remaining: 
         fenced_term=fenced_term,
         rejected_messages=rejected_messages,
         uptime=int(raw.get("uptime", 0)),
+        leaderless_for=None if leaderless_for is None else round(leaderless_for, 1),
+        problem=problem,
         peers=peers,
     )
 
@@ -107,6 +119,8 @@ def render_table(status: Mapping[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if not peers:
         lines.append("(no peers: one-node cluster)")
+    if status.get("problem"):
+        lines += ["", f"PROBLEM: {status['problem']}"]
     return "\n".join(lines)
 
 
