@@ -63,13 +63,18 @@ def is_wildcard(schedule: str) -> bool:
     return minute.startswith("*") or hour.startswith("*")
 
 
-def _offset_at(t: dt.datetime, zone: ZoneInfo) -> dt.timedelta:
+def _zone(name: str) -> dt.tzinfo:
+    # UTC needs no zone database (a host without tzdata still runs UTC schedules).
+    return dt.UTC if name == "UTC" else ZoneInfo(name)
+
+
+def _offset_at(t: dt.datetime, zone: dt.tzinfo) -> dt.timedelta:
     off = t.astimezone(zone).utcoffset()
     assert off is not None
     return off
 
 
-def _jump_end(before: dt.datetime, after: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+def _jump_end(before: dt.datetime, after: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
     """The first instant in ``(before, after]`` with ``after``'s UTC offset (the
     moment the clock jumped), to the second: bisection, as zoneinfo does not
     expose its transitions."""
@@ -84,7 +89,7 @@ def _jump_end(before: dt.datetime, after: dt.datetime, zone: ZoneInfo) -> dt.dat
     return dt.datetime.fromtimestamp(hi, dt.UTC)
 
 
-def _instants(wall: dt.datetime, zone: ZoneInfo, *, wildcard: bool
+def _instants(wall: dt.datetime, zone: dt.tzinfo, *, wildcard: bool
               ) -> tuple[list[dt.datetime], dt.datetime]:
     """The UTC instants a naive wall time of ``zone`` runs at, and a lower bound of
     the instants of every later wall time (what makes the merge in
@@ -105,7 +110,7 @@ def _instants(wall: dt.datetime, zone: ZoneInfo, *, wildcard: bool
     return [end], end
 
 
-def slots_after(*, schedule: str, zone: ZoneInfo, after: dt.datetime
+def slots_after(*, schedule: str, zone: dt.tzinfo, after: dt.datetime
                 ) -> Iterator[dt.datetime]:
     """Every slot strictly after ``after`` (aware), as UTC instants, ascending, each once.
 
@@ -149,7 +154,7 @@ class Due:
 def next_run(*, schedule: str, tz: str, now: float) -> dt.datetime:
     """The first slot after ``now`` (Unix seconds), as an aware UTC datetime."""
     after = dt.datetime.fromtimestamp(now, dt.UTC)
-    return next(slots_after(schedule=schedule, zone=ZoneInfo(tz), after=after))
+    return next(slots_after(schedule=schedule, zone=_zone(tz), after=after))
 
 
 def due_slot(*, schedule: str, tz: str, now: float, last_slot: str | None, since: float,
@@ -167,7 +172,7 @@ def due_slot(*, schedule: str, tz: str, now: float, last_slot: str | None, since
         floor = max(floor, _parse_slot(last_slot))
     now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
     slots: list[dt.datetime] = []
-    for s in slots_after(schedule=schedule, zone=ZoneInfo(tz), after=floor):
+    for s in slots_after(schedule=schedule, zone=_zone(tz), after=floor):
         if s > now_dt or len(slots) >= max_scan:
             break
         slots.append(s)
