@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import difflib
+import functools
 import re
+import urllib.parse
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 __all__ = [
     "CalendarRules",
@@ -153,6 +159,40 @@ def parse_quantity(value: str | int, *, field: str) -> int:
     return int(m.group(1)) * _QUANTITY_UNITS[m.group(2)]
 
 
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # "localtime" is whatever zone the host runs in: not a name a policy can mean.
+    return frozenset(zoneinfo.available_timezones() - {"localtime"})
+
+
+def _time_zone(raw: Mapping[str, Any], key: str, path: str) -> str:
+    """An IANA time zone name, checked against the zone database: a typo
+    (``Europe/Berln``) is an error naming the field here, not an exception at every
+    run. Omitted means ``UTC``; an empty string is an error, not a silent UTC."""
+    v = raw.get(key)
+    if v is None:
+        return "UTC"
+    f = f"{path}.{key}"
+    if not isinstance(v, str) or not v:
+        raise SpecError(f, "must be an IANA time zone name such as Europe/Berlin "
+                           f"(omit it for UTC), got {_short(v)}")
+    names = _zone_names()
+    if v == "UTC" or v in names:
+        return v
+    if not names:
+        raise SpecError(f, f"{_short(v)} cannot be checked: this host has no time zone "
+                           "database (install tzdata), so only UTC is usable")
+    guess = {n.lower(): n for n in names}.get(v.strip().lower()) or next(
+        iter(difflib.get_close_matches(v, names, n=1, cutoff=0.75)), None)
+    hint = f"did you mean {guess}?" if guess else "use e.g. Europe/Berlin, America/New_York, UTC"
+    raise SpecError(f, f"{_short(v)} is not an IANA time zone name; {hint}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # --- the spec ------------------------------------------------------------------
 
 
@@ -291,7 +331,7 @@ def _obj(raw: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
         return {}
     if not isinstance(raw, Mapping):
         raise SpecError(path, "must be an object")
-    unknown = sorted(set(raw) - allowed)
+    unknown = sorted(set(raw) - allowed, key=repr)  # YAML keys may be ints, null, ...
     if unknown:
         allowed_text = ", ".join(sorted(allowed))
         raise SpecError(f"{path}.{unknown[0]}", f"unknown field; allowed: {allowed_text}")
@@ -318,7 +358,9 @@ def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = False)
             raise SpecError(f"{path}.{key}", "is required")
         return None
     if not isinstance(v, str) or (required and not v):
-        raise SpecError(f"{path}.{key}", f"must be a non-empty string, got {v!r}")
+        raise SpecError(f"{path}.{key}", f"must be a non-empty string, got {_short(v)}")
+    if "\x00" in v:  # no path, key, URL or name can hold one; os calls raise on it
+        raise SpecError(f"{path}.{key}", f"must not contain a NUL character, got {_short(v)}")
     return v
 
 
@@ -380,10 +422,25 @@ def _target(raw: Any, path: str) -> PosixTarget | S3Target:
                         secretAccessKeyKey=_str(r, "secretAccessKeyKey", rp)
                         or "AWS_SECRET_ACCESS_KEY")
     return S3Target(bucket=bucket, prefix=_str(s, "prefix", sp) or "",
-                    endpoint=_str(s, "endpoint", sp), region=_str(s, "region", sp),
+                    endpoint=_endpoint(s, sp), region=_str(s, "region", sp),
                     forcePathStyle=_bool(s, "forcePathStyle", sp), credentialsSecretRef=ref,
                     noncurrentVersionsMaxAge=_fixed_dur(s, "noncurrentVersionsMaxAge", sp),
                     abortIncompleteUploadsAfter=_fixed_dur(s, "abortIncompleteUploadsAfter", sp))
+
+
+def _endpoint(raw: Mapping[str, Any], path: str) -> str | None:
+    v = _str(raw, "endpoint", path)
+    if v is None:
+        return None
+    try:
+        u = urllib.parse.urlsplit(v)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and (u.port or 1) > 0
+    except ValueError:  # "http://[::1", "http://h:99999"
+        ok = False
+    if not ok:
+        raise SpecError(f"{path}.endpoint", f"{_short(v)} is not an http(s) URL such as "
+                                            "http://minio:9000")
+    return v
 
 
 _CAL = {"keepHourly": "hourly", "keepDaily": "daily", "keepWeekly": "weekly",
@@ -406,7 +463,7 @@ def _rules(raw: Any, path: str) -> Rules:
     rules = Rules(maxAge=_dur(r, "maxAge", path), minAge=_dur(r, "minAge", path),
                   keepLast=_int(r, "keepLast", path) or None,
                   maxTotalSize=_qty(r, "maxTotalSize", path),
-                  calendar=cal, timeZone=_str(r, "timeZone", path) or "UTC", validity=validity)
+                  calendar=cal, timeZone=_time_zone(r, "timeZone", path), validity=validity)
     if r and not (rules.maxAge is not None or rules.maxTotalSize is not None
                   or rules.keepLast is not None or any(r.get(k) for k in _CAL)):
         raise SpecError(path, "at least one deletion rule (keepLast, maxAge, maxTotalSize or "
@@ -431,7 +488,15 @@ def _schedule(raw: Any, path: str) -> str | None:
         return raw
     fields = raw.split()
     if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise SpecError(path, f"{raw!r} is not a cron schedule of five fields, e.g. '0 3 * * *'")
+        raise SpecError(path, f"{_short(raw)} is not a cron schedule of five fields, "
+                              "e.g. '0 3 * * *'")
+    try:  # out-of-range values (61 * * * *), and dates that never come (0 0 30 2 *)
+        croniter(raw, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+    except CroniterError as e:
+        never = isinstance(e, CroniterBadDateError)
+        raise SpecError(path, f"{_short(raw)} " + ("never matches a date" if never else
+                              "is not a valid cron schedule (minute 0-59, hour 0-23, "
+                              "day 1-31, month 1-12, weekday 0-7)")) from e
     return raw
 
 
@@ -440,10 +505,25 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     if obj.get("kind") not in (None, "RetentionPolicy"):
         raise SpecError("kind", f"expected RetentionPolicy, got {obj.get('kind')!r}")
     meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise SpecError("metadata", "must be an object")
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         raise SpecError("metadata.name", "is required")
-    return parse_spec(obj.get("spec"), name=name, namespace=meta.get("namespace") or "default")
+    namespace = meta.get("namespace") or "default"
+    # What the API server enforces, so a policy file means the same to the CLI (which
+    # keeps its journal under <state-dir>/<namespace>/<name>) as to the cluster.
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise SpecError("metadata.name", f"{_short(name)} is not a valid name: lower-case "
+                                         "letters, digits, '-' and '.', e.g. app-logs")
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        raise SpecError("metadata.namespace", f"{_short(namespace)} is not a valid namespace: "
+                                              "lower-case letters, digits and '-'")
+    return parse_spec(obj.get("spec"), name=name, namespace=namespace)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Policy:
@@ -484,7 +564,7 @@ def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Po
         name=name, namespace=namespace, target=_target(s["target"], f"{path}.target"),
         selection=selection, rules=_rules(s.get("rules"), f"{path}.rules"), groupBy=group,
         schedule=_schedule(s.get("schedule"), f"{path}.schedule"),
-        timeZone=_str(s, "timeZone", path) or "UTC", suspend=_bool(s, "suspend", path),
+        timeZone=_time_zone(s, "timeZone", path), suspend=_bool(s, "suspend", path),
         mode=mode, safety=safety, manifest=manifest,
         ledgerPath=_str(s, "ledgerPath", path) or ".lethe/ledger",
         batchSize=_int(s, "batchSize", path, lo=1, hi=1000) or 1000,

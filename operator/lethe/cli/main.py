@@ -26,15 +26,32 @@ from lethe.spec import Policy, SpecError, parse_policy
 
 __all__ = ["main"]
 
+# Plain text: argparse prints it as is (the module docstring is reStructuredText).
+_DESCRIPTION = ("Retention for NFS and S3. 'lethe plan' shows what a RetentionPolicy "
+                "file would delete and never deletes; 'lethe apply' enforces it now; "
+                "'lethe run' is the Kubernetes operator.")
+
 
 def _load_policy(path: str) -> Policy:
+    """The one RetentionPolicy in a YAML (or JSON) file; any fault is a one-line
+    SystemExit naming the file, and the field for a spec error: never a traceback."""
     try:
         with open(path, encoding="utf-8") as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
     except OSError as e:
-        raise SystemExit(f"lethe: cannot read {path}: {e.strerror}") from e
+        raise SystemExit(f"lethe: cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"lethe: {path} is not UTF-8 text (byte {e.start}: {e.reason})") from e
+    except RecursionError as e:  # PyYAML recurses once per level of nesting
+        raise SystemExit(f"lethe: {path} is nested too deeply to be a policy") from e
+    except yaml.MarkedYAMLError as e:
+        where = (f" at line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}"
+                 if e.problem_mark else "")
+        raise SystemExit(f"lethe: {path} is not valid YAML: {e.problem or e.context}{where}"
+                         ) from e
     except yaml.YAMLError as e:
-        raise SystemExit(f"lethe: {path} is not valid YAML: {e}") from e
+        text = " ".join(str(e).split())
+        raise SystemExit(f"lethe: {path} is not valid YAML: {text}") from e
     policies = [d for d in docs if isinstance(d, dict) and d.get("kind") == "RetentionPolicy"]
     if len(policies) != 1:
         raise SystemExit(f"lethe: {path} must contain exactly one RetentionPolicy "
@@ -181,7 +198,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lethe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="lethe", description=_DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("plan", "show what a policy would delete; never deletes"),
                        ("apply", "enforce a policy now: delete what it selects")):
