@@ -170,3 +170,39 @@ def test_apply_removes_old_noncurrent_versions_and_stale_uploads(
         (k.removeprefix("v/"), f"version {vid}") for k, vid in expired)
     assert {x["rule"] for x in lines} == {"noncurrentVersionsMaxAge"}
     assert {x["outcome"] for x in lines} == {"deleted"}
+
+
+def test_an_unfinished_enforce_run_is_never_finished_by_plan_or_another_policy(
+        tmp_path: Path) -> None:
+    """The journal is keyed by namespace/name: a run left unfinished was resumed by the
+    next invocation whatever it was. `lethe plan` of a same-named policy on another
+    directory emptied that directory (found by the CLI fuzz, session 4)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(4):
+        make_file(a, f"{i}.log", age_days=40)
+        make_file(b, f"{i}.log", age_days=40)
+    (a / "manifest.json").write_text('"a manifest that is neither a list nor files"')
+    first = posix_policy(a, "p", rules={"maxAge": "30d"}, mode="Enforce")
+    first["spec"]["manifest"] = {"path": "manifest.json"}
+    first["spec"]["select"] = {"include": ["*.log"]}
+    first["spec"]["safety"] = {"allowDeleteAll": True}
+    state = ["--state-dir", str(tmp_path / "state")]
+    (tmp_path / "1").mkdir()
+    f1 = write(tmp_path / "1", first)
+    out = lethe("apply", "-f", f1, *state)
+    assert out.returncode != 0 and "manifest" in (out.stdout + out.stderr), out
+    assert len(list(a.glob("*.log"))) == 4  # manifest first: nothing deleted
+    other = posix_policy(b, "p", rules={"maxAge": "30d"}, mode="Enforce")
+    other["spec"]["safety"] = {"allowDeleteAll": True}
+    (tmp_path / "2").mkdir()
+    f2 = write(tmp_path / "2", other)
+    for cmd in ("plan", "apply"):
+        out = lethe(cmd, "-f", f2, *state)
+        assert out.returncode != 0, (cmd, out.stdout)
+        assert "unfinished" in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(list(b.glob("*.log"))) == 4, f"`lethe {cmd}` deleted another policy's files"
+    # The same policy, its manifest mended, finishes its own run.
+    (a / "manifest.json").write_text("[]")
+    out = lethe("apply", "-f", f1, "--output", "json", *state)
+    assert out.returncode == 0, out.stderr
+    assert list(a.glob("*.log")) == [] and len(list(b.glob("*.log"))) == 4

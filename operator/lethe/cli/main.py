@@ -10,7 +10,9 @@ operator (I7).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -136,6 +138,48 @@ def _credentials() -> tuple[str, str] | None:
     return (key, secret) if key and secret else None
 
 
+def _digest(policy: Policy) -> str:
+    """The policy as parsed (target, rules, selection, brakes...), as one hash."""
+    raw = json.dumps(dataclasses.asdict(policy), sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _check_unfinished(active: Any, *, policy: Policy, mode: str, data_dir: str,
+                      file: str) -> None:
+    """Refuse to resume an unfinished run that this invocation did not ask for.
+
+    The journal is keyed by namespace/name, and a run left unfinished (a crash, a
+    manifest that could not be written) is resumed by the next invocation. That
+    must never be ``lethe plan`` finishing an Enforce run, nor an apply of another
+    policy that shares the name (another target!): both deleted files before.
+    Raises ``SystemExit`` with what to do.
+    """
+    digest_file = os.path.join(data_dir, "policy.sha256")
+    digest = _digest(policy)
+    if active is None:
+        os.makedirs(data_dir, exist_ok=True)
+        with open(digest_file, "w") as f:
+            f.write(digest)
+        return
+    try:
+        with open(digest_file) as f:
+            started_with = f.read().strip()
+    except FileNotFoundError:
+        started_with = ""
+    where = f"state {data_dir}"
+    if mode == "Plan" and active.mode != "Plan":
+        raise SystemExit(
+            f"lethe: policy {policy.namespace}/{policy.name} has an unfinished {active.mode} "
+            f"run {active.run_id} ({where}); a plan never finishes it. Finish it with "
+            f"`lethe apply -f <the policy file it started with>`, or use another --state-dir")
+    if started_with != digest:
+        raise SystemExit(
+            f"lethe: policy {policy.namespace}/{policy.name} has an unfinished run "
+            f"{active.run_id} ({where}) that started with a different spec than {file}; "
+            f"finish it with `lethe apply -f <the policy file it started with>`, or use "
+            f"another --state-dir")
+
+
 def _run_local(args: argparse.Namespace, *, mode: str) -> int:
     from lethe.raft.local import local_journal
     from lethe.runner.execute import LostLeadership, Runner
@@ -152,10 +196,13 @@ def _run_local(args: argparse.Namespace, *, mode: str) -> int:
     progress = _Progress(enabled=sys.stderr.isatty() and args.output != "json")
     state_dir = args.state_dir or os.path.join(
         os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state")), "lethe")
-    with local_journal(data_dir=os.path.join(state_dir, policy.namespace, policy.name)) as j:
+    data_dir = os.path.join(state_dir, policy.namespace, policy.name)
+    with local_journal(data_dir=data_dir) as j:
         runner = Runner(policy=policy, storage=storage, journal=j, progress=progress,
                         spool_dir=tempfile.gettempdir())
         try:
+            _check_unfinished(j.read().runs.get(runner.key), policy=policy, mode=mode,
+                              data_dir=data_dir, file=args.file)
             report = runner.run(mode=mode).as_dict()
         except LostLeadership as e:
             raise SystemExit(f"lethe: {e}") from e
