@@ -10,14 +10,21 @@ wrongful deletions from this log and the writers' own record, not from the
 product's ledger (see checker.py, check 1).
 
 The test's own clients (population, writers, checker) talk to the server
-directly, so every line in the log is a replica's request.
+directly, so every line in the log is a replica's request. The proxy runs in a
+process of its own (``python -m tests.chaos.s3proxy``): inside the trial's
+process it would share the GIL with the writer and consumer threads, and on
+a loaded machine that multiplied every replica request's latency.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -212,22 +219,53 @@ class _Server(ThreadingHTTPServer):
 
 
 class S3Proxy:
-    """``S3Proxy(upstream="http://127.0.0.1:port", log=path)``: listens on a free
-    loopback port (``endpoint``) until :meth:`close`."""
+    """``S3Proxy(upstream="http://127.0.0.1:port", log=path)``: a proxy process
+    listening on a free loopback port (``endpoint``) until :meth:`close`.
+    Raises RuntimeError if it does not start."""
 
     def __init__(self, *, upstream: str, log: Path) -> None:
-        u = urllib.parse.urlsplit(upstream)
         self.log = log
-        self._server = _Server((u.hostname or "127.0.0.1", u.port or 80), log)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="s3proxy")
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.chaos.s3proxy", "--upstream", upstream,
+             "--log", str(log)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().decode().strip()
+        if not line.startswith("http://"):
+            self._proc.kill()
+            raise RuntimeError(f"s3proxy did not start (said {line!r}, "
+                               f"exit {self._proc.wait(timeout=10)})")
+        self.endpoint = line
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.close()
+        """Stop the process; every request it answered is already in the log."""
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m tests.chaos.s3proxy")
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--log", type=Path, required=True)
+    args = p.parse_args()
+    u = urllib.parse.urlsplit(args.upstream)
+    server = _Server((u.hostname or "127.0.0.1", u.port or 80), args.log)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
 
 
 def read_log(path: Path) -> list[Request]:
