@@ -207,6 +207,11 @@ class _Server(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._log = open(log, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a killed replica's connection: expected in a chaos trial
+        super().handle_error(request, client_address)
+
     def record(self, req: Request) -> None:
         with self._lock:
             if not self._log.closed:
