@@ -43,6 +43,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 test: venv tools lint
+	@case "$(CI_TRIALS)" in ''|*[!0-9]*) echo "make test: CI_TRIALS must be a whole number of chaos trials (0 skips them), not '$(CI_TRIALS)'" >&2; exit 2;; esac
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 	if [ "$(CI_TRIALS)" -gt 0 ]; then $(PY) -m tests.chaos --trials $(CI_TRIALS) --seed $(CI_SEED) --quick; fi
 

@@ -157,15 +157,27 @@ class LocalReplicas:
                            f"logs in {self.workdir}")
 
     def wait_ready(self, *, timeout: float = 60.0) -> None:
+        """Wait until every replica answers ``/readyz`` with 200.
+
+        Every replica counts, not only those alive at the call: a replica that was
+        never started or has exited fails at once. Raises RuntimeError naming the
+        dead replica with the last 3,000 characters of its log, TimeoutError
+        naming those still not ready after ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
-        pending = [r for r in self.replicas if r.alive()]
-        while pending and time.monotonic() < deadline:
-            pending = [r for r in pending if r.get("/readyz")[0] != 200]
-            for r in pending:
+        pending = list(self.replicas)
+        while True:
+            for r in self.replicas:  # also those already ready: all must stay up
                 if not r.alive():
-                    raise RuntimeError(f"replica {r.name} exited; see {r.log_path}:\n"
-                                       + r.log_path.read_text()[-3000:])
+                    code = "never started" if r.proc is None else f"exit {r.proc.returncode}"
+                    tail = r.log_path.read_text(errors="replace")[-3000:] \
+                        if r.log_path.exists() else "(no log)"
+                    raise RuntimeError(f"replica {r.name} is not running ({code}); "
+                                       f"{r.log_path} ends:\n{tail}")
+            pending = [r for r in pending if r.get("/readyz")[0] != 200]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"replicas {[r.name for r in pending]} not ready in "
+                                   f"{timeout:.0f}s; logs in {self.workdir}")
             time.sleep(0.3)
-        if pending:
-            raise TimeoutError(f"replicas {[r.name for r in pending]} not ready in "
-                               f"{timeout:.0f}s; logs in {self.workdir}")

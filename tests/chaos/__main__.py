@@ -1,9 +1,11 @@
 """``python -m tests.chaos --trials N [--seed S] [--quick]`` (``make chaos TRIALS=N``).
 
 Starts one API server and one moto server for the whole run; each trial gets
-a fresh namespace, bucket, directory and three fresh replicas (a new Raft
-cluster). Trial ``k`` uses seed ``S + k``; re-run one with ``--seed S+k
---trials 1``. Exit status 1 if any trial found a violation or failed.
+a fresh namespace, bucket, directory, recording S3 proxy and three fresh
+replicas (a new Raft cluster). Trial ``k`` uses seed ``S + k``; re-run one with
+``--seed S+k --trials 1``. Exit status 1 if any trial found a violation, raised
+(ERROR), or proves nothing (FAILED: no fault landed, a thread died or did less
+than its floor, a replica not alive and ready at the end).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             changes += res.leader_changes
             stats.update(res.verdict.stats)
             kinds.update(v.kind for v in res.verdict.violations)
-            status = "ok" if res.ok else ("ERROR" if res.error else "VIOLATION")
+            status = "ok" if res.ok else ("ERROR" if res.error else
+                                          "VIOLATION" if res.verdict.violations else "FAILED")
             print(f"trial {k + 1}/{args.trials} seed {seed}: {status} in {res.seconds:.0f}s; "
                   f"faults {dict(res.faults)}; leader changes per fault "
                   f"{dict(res.leader_changes)}; {res.verdict.stats}", flush=True)
@@ -59,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    … {len(res.verdict.violations) - 20} more", flush=True)
             for n in res.verdict.notes[:5]:
                 print(f"    note: {n}", flush=True)
+            for f in res.failures:
+                print("    FAILED: " + f.replace("\n", "\n    "), flush=True)
             if res.error:
                 print("    " + res.error.replace("\n", "\n    "), flush=True)
             if not res.ok:

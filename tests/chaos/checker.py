@@ -16,11 +16,19 @@ saw. Definitions (numbers match the issue):
    become eligible during a trial): every key a writer wrote, overwrote or
    touched exists at the end with the content of its last write; every
    population key that is gone was eligible (old, selected). S3 (maxAge of a
-   few seconds, so eligibility is a function of time): every ledger line
-   ``deleted`` names a version (by ETag; all written contents are unique) that
-   was written at least ``max_age`` before the line's time (minus 2 s for the
-   1 s resolution of S3 times); a key whose last write is gone must have a
-   ``deleted`` or ``already-gone`` line for that very version.
+   few seconds, so eligibility is a function of time), decided from the
+   recording proxy's log (s3proxy.py) and the test's own record of every PUT,
+   never from the ledger: every DeleteObject(s) that succeeded names a key
+   under the prefix, selected (no ``keep`` component), that the test wrote;
+   the version it asks for (``If-Match``/ETag) and the version the server
+   held when the request arrived (at least the last PUT completed before it)
+   were both written more than ``max_age - 1 s`` before the request arrived;
+   and every key's last written version is still there or was removed by a
+   delete request sent more than ``max_age - 1 s`` after that write began.
+   The 1 s is exact, not slop: the product's clock (the server's ``Date``
+   header) and S3 LastModified are both whole seconds, truncated, so a
+   correct delete of a version whose write began at ``t0`` arrives after
+   ``t0 + max_age - 1``.
 2. **Convergence.** After the final CleanupJob (writers stopped, all replicas
    healthy), no object that is eligible by the rule above remains (S3: eligible
    when the final job was created).
@@ -30,8 +38,9 @@ saw. Definitions (numbers match the issue):
 4. **Ledger exactly once.** Per key version, across all runs of the policy:
    exactly one line with outcome ``deleted`` or ``already-gone`` if it is gone,
    none if it exists (POSIX paths are never recreated by the writers, so a key
-   is a version there). Every line sits in ``<run_id>/<seq>.jsonl`` matching
-   its own ``run_id`` and ``batch``, and names the policy.
+   is a version there); on S3 every line names a version the test wrote.
+   Every line sits in ``<run_id>/<seq>.jsonl`` matching its own ``run_id``
+   and ``batch``, and names the policy.
 5. **Each CleanupJob executed exactly once.** Every job ends ``Succeeded``
    with a ``runId`` that is the same in two reads at least 3 s apart and
    differs from every other job's; every run id in the target's ledgers and
@@ -53,11 +62,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.s3proxy import Request, read_log
+
 REMOVED = ("deleted", "already-gone")
 #: What status counts as skippedChanged: gone-or-replaced is a key of a resumed batch
 #: whose object differs and that an earlier attempt may have deleted (issue #17).
 SKIPPED = ("changed-skipped", "gone-or-replaced")
-S3_SLOP = 2.0  # S3 LastModified and Date have 1 s resolution
+S3_SLOP = 2.0  # convergence: S3 LastModified and Date have 1 s resolution
+#: Check 1 on S3: the product's clock and LastModified are whole seconds, truncated.
+S3_CLOCK_SLOP = 1.0
 
 
 def md5(data: bytes) -> str:
@@ -67,7 +80,7 @@ def md5(data: bytes) -> str:
 @dataclass
 class WriteOp:
     key: str
-    op: str  # create | overwrite | touch
+    op: str  # create | overwrite | touch | populate (S3 population)
     t0: float
     t1: float
     ok: bool
@@ -95,10 +108,8 @@ class TrialRecord:
     s3_max_age: float
     #: POSIX population: key -> (mtime, md5)
     posix_population: dict[str, tuple[float, str]] = field(default_factory=dict)
-    #: S3 versions written by the test (population and writers): md5 -> (key, t_start)
-    s3_versions: dict[str, tuple[str, float]] = field(default_factory=dict)
-    s3_population: set[str] = field(default_factory=set)
     posix_ops: list[WriteOp] = field(default_factory=list)
+    #: every S3 PUT the test made, ok or not (the population's are op "populate")
     s3_ops: list[WriteOp] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)
     final_jobs_created: dict[str, float] = field(default_factory=dict)
@@ -319,52 +330,107 @@ def check_posix(v: Verdict, rec: TrialRecord, *, now: float) -> None:
     v.stats["posix_ops"] = sum(1 for o in rec.posix_ops if o.ok)
 
 
-def check_s3(v: Verdict, rec: TrialRecord, client: Any) -> None:
-    bucket, prefix, max_age = rec.s3_bucket, rec.s3_prefix, rec.s3_max_age
-    objs = s3_objects(client, bucket, prefix)
-    lines = s3_ledger(client, bucket, prefix)
+@dataclass
+class S3State:
+    """What the checker reads of the S3 side after a trial: current objects under the
+    prefix (key -> (md5, LastModified, size), ``.lethe/`` left out), ledger lines, run
+    ids of plan files, and every request the recording proxy saw (s3proxy.py)."""
+
+    objects: dict[str, tuple[str, float, int]]
+    ledger: list[LedgerLine]
+    plan_runs: set[str]
+    requests: list[Request]
+
+
+def read_s3(client: Any, rec: TrialRecord, requests_log: Path) -> S3State:
+    bucket, prefix = rec.s3_bucket, rec.s3_prefix
+    plan_runs: set[str] = set()
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}.lethe/plans/"):
+        plan_runs |= {Path(o["Key"]).stem for o in page.get("Contents", [])}
+    return S3State(objects=s3_objects(client, bucket, prefix),
+                   ledger=s3_ledger(client, bucket, prefix), plan_runs=plan_runs,
+                   requests=read_log(requests_log))
+
+
+def check_s3(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
+    prefix, max_age, objs, lines = rec.s3_prefix, rec.s3_max_age, s3.objects, s3.ledger
+    young = max_age - S3_CLOCK_SLOP  # a correct delete arrives more than this after t0
     _check_ledger_shape(v, lines, policy=f"{rec.ns}/s3")
     by_digest: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ln in lines:
         by_digest[ln.data["fingerprint"].split(":")[0].strip('"')].append(ln.data)
-    # 1. every deletion names a version that was old enough.
-    for digest, ds in by_digest.items():
-        for d in ds:
-            if d["outcome"] != "deleted":
-                continue
-            ver = rec.s3_versions.get(digest)
-            if ver is None or ver[0] != d["key"]:
-                v.add(1, "deleted-unknown-version", f"s3 {d['key']} etag {digest} ({ver})")
-            elif d["time"] + S3_SLOP < ver[1] + max_age:
-                v.add(1, "deleted-too-young", f"s3 {d['key']}: version written at "
-                      f"{ver[1]:.3f} deleted by {d['time']:.3f} (maxAge {max_age:.0f}s)")
-    last: dict[str, WriteOp] = {}
-    window: set[tuple[str, str]] = set()
+    attempts: dict[str, list[WriteOp]] = defaultdict(list)  # key -> every PUT, by start
+    version: dict[str, WriteOp] = {}  # md5 -> the PUT that wrote it (contents are unique)
     for op in sorted(rec.s3_ops, key=lambda o: o.t0):
-        if op.ok:
-            last[op.key] = op
-    for key, op in last.items():
+        attempts[op.key].append(op)
+        if op.digest:
+            version[op.digest] = op
+    # 1a. Every delete the proxy saw succeed, whatever the ledger says.
+    removals: dict[str, list[Request]] = defaultdict(list)
+    n_deletes = 0
+    for req in s3.requests:
+        if req.is_delete_object and req.status >= 500:
+            removals[req.key.removeprefix(prefix)].append(req)  # may have happened: 1b only
+        for full, etag, _vid in req.deletes():
+            n_deletes += 1
+            where = f"{req.method} {full!r} at {req.t0:.3f} (status {req.status})"
+            if req.bucket != rec.s3_bucket or not full.startswith(prefix):
+                v.add(1, "s3-delete-outside-target", f"{where} in bucket {req.bucket!r}, "
+                      f"outside {rec.s3_bucket}/{prefix}")
+                continue
+            key = full[len(prefix):]
+            if key.startswith(".lethe/"):
+                continue  # the product's own probe, plan and ledger objects
+            removals[key].append(req)
+            if not selected(key, None):
+                v.add(1, "s3-delete-excluded", f"{where}: the policy excludes **/keep/**")
+            hist = [w for w in attempts.get(key, []) if w.ok]
+            if not hist:
+                v.add(1, "s3-delete-unknown-key", f"{where}: no one ever wrote {key!r}")
+                continue
+            if etag is not None:
+                asked = version.get(etag.strip('"'))
+                if asked is None or asked.key != key:
+                    v.add(1, "s3-delete-unknown-version", f"{where}: ETag {etag} is no "
+                          f"version the test wrote to {key!r}")
+                elif req.t0 - asked.t0 <= young:
+                    v.add(1, "s3-delete-asked-young", f"{where}: asked to delete the version "
+                          f"written at {asked.t0:.3f}, {req.t0 - asked.t0:.2f}s old "
+                          f"(maxAge {max_age:.0f}s)")
+            # What the server deleted is the version current when it processed the
+            # request: the last PUT that completed before the request arrived, or later.
+            done = [w for w in hist if w.t1 < req.t0]
+            if done and req.t0 - done[-1].t0 <= young:
+                v.add(1, "s3-deleted-too-young", f"{where}: the current version was written "
+                      f"at {done[-1].t0:.3f}-{done[-1].t1:.3f}, {req.t0 - done[-1].t0:.2f}s "
+                      f"before (maxAge {max_age:.0f}s)")
+    # 1b. Every key's last written version is still there, or a delete that could have
+    # removed it lawfully was seen (sent late enough after the write began).
+    lost: set[str] = set()
+    for key, ops in attempts.items():
+        ok = [w for w in ops if w.ok]
+        if not ok:
+            continue
+        last = ok[-1]
+        later = {w.digest for w in ops if w.t0 >= last.t0}  # incl. failed PUTs that landed
         cur = objs.get(key)
-        if cur is not None and cur[0] == op.digest:
+        if cur is not None:
+            if cur[0] not in later:
+                lost.add(key)
+                v.add(1, "s3-write-replaced", f"s3 {key}: content {cur[0]} is none of the "
+                      f"test's writes since {last.t0:.3f} (last {last.digest})")
             continue
-        rm = [d for d in by_digest.get(op.digest or "", []) if d["key"] == key
-              and d["outcome"] in REMOVED]
-        if cur is None and rm:
-            continue  # its last version aged and was deleted (checked above)
-        seen = [(d["outcome"], d["time"]) for ds in by_digest.values() for d in ds
-                if d["key"] == key]
-        window.add((key, op.digest or ""))
-        if any(o == "deleted" and t >= op.t0 for o, t in seen):
-            # Overwritten after the pre-delete re-list, then deleted by DeleteObjects
-            # (unversioned bucket, server ignoring per-object ETag conditions): the
-            # window storage/s3.py documents. Still a wrongful deletion.
-            v.add(1, "s3-overwrite-deleted-in-window",
-                  f"s3 {key}: write {op.t0:.3f}-{op.t1:.3f}, then a 'deleted' line at "
-                  f"{[t for o, t in seen if o == 'deleted']} for the older version")
-            continue
-        v.add(1, "s3-write-lost", f"s3 {key}: last write ({op.digest}) at {op.t0:.3f}-"
-              f"{op.t1:.3f} {'is gone' if cur is None else 'was replaced'} with no ledger "
-              f"line for it; other lines: {seen}")
+        cands = [r for r in removals.get(key, []) if r.t1 > last.t0]
+        if not cands:
+            lost.add(key)
+            v.add(1, "s3-write-lost", f"s3 {key}: last write ({last.digest}) at "
+                  f"{last.t0:.3f}-{last.t1:.3f} is gone and no delete request came after it")
+        elif all(r.t0 - last.t0 <= young for r in cands):
+            lost.add(key)
+            v.add(1, "s3-deleted-too-young", f"s3 {key}: last write at {last.t0:.3f}-"
+                  f"{last.t1:.3f} is gone; deletes sent at {[round(r.t0, 3) for r in cands]}"
+                  f", all within maxAge {max_age:.0f}s of it")
     # 2. convergence, as of the final job's creation.
     t_final = rec.final_jobs_created.get("s3", 0.0)
     for key, (_digest, mtime, _size) in objs.items():
@@ -373,39 +439,39 @@ def check_s3(v: Verdict, rec: TrialRecord, client: Any) -> None:
                   f"the final job was created, still there")
     # 4. each version removed once; none removed that exists.
     current = {(k, d) for k, (d, _m, _s) in objs.items()}
-    written_versions = {(key, digest) for digest, (key, _t) in rec.s3_versions.items()}
-    superseded: set[tuple[str, str]] = set()
-    history: dict[str, list[WriteOp]] = defaultdict(list)
-    for op in sorted(rec.s3_ops, key=lambda o: o.t0):
-        if op.ok:
-            history[op.key].append(op)
-    for key, ops in history.items():
-        chain = [d for d, (k, _t) in rec.s3_versions.items() if k == key and key in
-                 rec.s3_population][:1] + [o.digest for o in ops if o.digest]
-        superseded |= {(key, d) for d in chain[:-1]}  # overwritten (unversioned: gone)
-    for key, digest in written_versions:
-        n = sum(1 for d in by_digest.get(digest, []) if d["key"] == key
-                and d["outcome"] in REMOVED)
-        if (key, digest) in current and n:
-            v.add(4, "ledger-says-removed", f"s3 {key} {digest} exists, {n} removal lines")
-        elif (key, digest) not in current and (key, digest) not in superseded and n != 1 \
-                and (key, digest) not in window:
-            v.add(4, "ledger-count", f"s3 {key} {digest} gone with {n} removal lines")
-        elif n > 1:
-            v.add(4, "ledger-count", f"s3 {key} {digest} has {n} removal lines")
-    plan_runs: set[str] = set()
-    for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}.lethe/plans/"):
-        plan_runs |= {Path(o["Key"]).stem for o in page.get("Contents", [])}
-    _check_jobs(v, rec, "s3", lines, plan_runs)
+    for digest, ds in by_digest.items():
+        for d in ds:
+            w = version.get(digest)
+            if w is None or w.key != d["key"]:
+                v.add(4, "ledger-unknown-version", f"s3 {d['key']} etag {digest}: no such "
+                      f"version was written ({d['outcome']})")
+    for key, ops in attempts.items():
+        ok = [w for w in ops if w.ok and w.digest]
+        for i, w in enumerate(ok):
+            n = sum(1 for d in by_digest.get(w.digest or "", []) if d["key"] == key
+                    and d["outcome"] in REMOVED)
+            superseded = i < len(ok) - 1  # overwritten (unversioned: gone, no line needed)
+            if (key, w.digest) in current and n:
+                v.add(4, "ledger-says-removed", f"s3 {key} {w.digest} exists, {n} removal "
+                      f"lines")
+            elif (key, w.digest) not in current and not superseded and n != 1 \
+                    and key not in lost:
+                v.add(4, "ledger-count", f"s3 {key} {w.digest} gone with {n} removal lines")
+            elif n > 1:
+                v.add(4, "ledger-count", f"s3 {key} {w.digest} has {n} removal lines")
+    if not s3.requests:
+        v.add(1, "s3-unobserved", "the proxy recorded no request: the replicas did not go "
+              "through it, so no deletion could be checked")
+    _check_jobs(v, rec, "s3", lines, s3.plan_runs)
     v.stats["s3_deleted"] = sum(1 for ln in lines if ln.data["outcome"] in REMOVED)
     v.stats["s3_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
-    v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok)
+    v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok and o.op != "populate")
+    v.stats["s3_delete_requests"] = n_deletes
 
 
-def check(rec: TrialRecord, *, s3_client: Any, now: float) -> Verdict:
+def check(rec: TrialRecord, *, s3: S3State, now: float) -> Verdict:
     v = Verdict()
     check_posix(v, rec, now=now)
-    check_s3(v, rec, s3_client)
+    check_s3(v, rec, s3)
     v.stats["consumer_checks"] = rec.consumer_checks
     return v

@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lethe.devenv import LocalReplicas, Replica
@@ -33,8 +34,13 @@ class Shared:
     def start(self) -> None:
         kube = self.kube = self._cluster.start()
         kube.kubectl("apply", "-f", str(ROOT / "crds"))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/retentionpolicies.lethe.io", "crd/cleanupjobs.lethe.io")
+        for attempt in range(3):  # kubectl wait errors out if asked before .status exists
+            out = kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                               "crd/retentionpolicies.lethe.io", "crd/cleanupjobs.lethe.io",
+                               check=attempt == 2)
+            if out.returncode == 0:
+                break
+            time.sleep(2)
         kube.kubectl("create", "namespace", NS, check=False)
         names = [f"lethe-op-{i}" for i in range(3)]
         for n in names:

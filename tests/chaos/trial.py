@@ -27,12 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.checker import JobRecord, TrialRecord, Verdict, WriteOp, check, md5
+from tests.chaos.checker import JobRecord, TrialRecord, Verdict, WriteOp, check, md5, read_s3
 from tests.chaos.env import ChaosReplicas, Shared, new_replicas
+from tests.chaos.s3proxy import S3Proxy
 
 DAY = 86400.0
 CJ = "cleanupjobs.lethe.io"
 TERMINAL = ("Succeeded", "Failed")
+#: Floors per second of chaos: each writer thread's successful operations, and the
+#: consumer's manifest checks. Measured rates are ~10/s (POSIX writers), ~7/s (S3
+#: writer) and ~4/s (consumer) on the loaded 2-core machine; a floor an order of
+#: magnitude lower trips only on a thread that stalled or stopped early.
+WRITER_FLOOR = 1.0
+CONSUMER_FLOOR = 0.5
 
 
 @dataclass
@@ -45,10 +52,13 @@ class TrialResult:
     workdir: Path | None = None
     #: fault kind -> leader changes seen while it was the latest fault (LeaderWatch)
     leader_changes: Counter[str] = field(default_factory=Counter)
+    #: why the trial proves nothing, though it raised nothing: no fault landed, a
+    #: thread died, a thread did less than its floor, a replica not alive and ready
+    failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.verdict.violations
+        return self.error is None and not self.verdict.violations and not self.failures
 
 
 @dataclass
@@ -92,25 +102,26 @@ def make_posix(rng: random.Random, rec: TrialRecord, n_old: int) -> list[str]:
     return old
 
 
-def s3_put(client: Any, rec: TrialRecord, key: str, body: bytes, lock: threading.Lock
-           ) -> tuple[float, float, bool]:
-    t0 = time.time()
-    with lock:
-        rec.s3_versions[md5(body)] = (key, t0)
+def s3_put(client: Any, rec: TrialRecord, key: str, body: bytes, lock: threading.Lock, *,
+           op: str) -> bool:
+    """PUT one object and record the attempt (a failed PUT may still have landed)."""
+    t0, ok = time.time(), True
     try:
         client.put_object(Bucket=rec.s3_bucket, Key=rec.s3_prefix + key, Body=body)
-        return t0, time.time(), True
-    except Exception:
-        return t0, time.time(), False
+    except Exception:  # botocore's errors and connection failures alike: recorded, not ok
+        ok = False
+    with lock:
+        rec.s3_ops.append(WriteOp(key, op, t0, time.time(), ok, md5(body)))
+    return ok
 
 
 def make_s3(rng: random.Random, rec: TrialRecord, client: Any, keys: list[str],
             lock: threading.Lock) -> None:
     bodies = [(k, f"{rec.seed}:{k}:{uuid.uuid4().hex}".encode() + b"s" * rng.randint(0, 200))
               for k in keys]
-    rec.s3_population |= set(keys)
     with ThreadPoolExecutor(max_workers=12) as pool:
-        list(pool.map(lambda kb: s3_put(client, rec, kb[0], kb[1], lock), bodies))
+        list(pool.map(lambda kb: s3_put(client, rec, kb[0], kb[1], lock, op="populate"),
+                      bodies))
 
 
 # -- writers and the consumer -----------------------------------------------------------
@@ -124,9 +135,19 @@ class Writers:
         self.rec, self.seed, self.lock = rec, seed, lock
         self.old_posix, self.s3_keys, self.s3 = old_posix, s3_keys, s3_client
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._posix, args=(i,), daemon=True)
-                        for i in range(2)]
-        self.threads.append(threading.Thread(target=self._s3, daemon=True))
+        self.done: Counter[str] = Counter()  # thread name -> successful operations
+        self.died: dict[str, str] = {}  # thread name -> traceback
+        self.threads = [threading.Thread(target=self._guard, args=(f"posix-{i}", self._posix, i),
+                                         daemon=True) for i in range(2)]
+        self.threads.append(threading.Thread(target=self._guard, args=("s3", self._s3),
+                                             daemon=True))
+
+    def _guard(self, name: str, body: Callable[..., None], *args: Any) -> None:
+        self.done[name] = 0
+        try:
+            body(*args)
+        except BaseException:  # recorded: a dead writer fails the trial (harness_failures)
+            self.died[name] = traceback.format_exc()
 
     def start(self) -> None:
         for t in self.threads:
@@ -173,6 +194,7 @@ class Writers:
                 ok = False
             with self.lock:
                 self.rec.posix_ops.append(WriteOp(key, op, t0, time.time(), ok, digest))
+            self.done[f"posix-{idx}"] += ok
             time.sleep(rng.uniform(0.01, 0.05))
 
     def _s3(self) -> None:
@@ -187,9 +209,7 @@ class Writers:
                 key, op = f"p{rng.randrange(5)}/new-{n:05d}", "create"
                 keys.append(key)
             body = f"{self.seed}:s3w:{n}:{uuid.uuid4().hex}".encode() + b"w" * rng.randint(1, 99)
-            t0, t1, ok = s3_put(self.s3, self.rec, key, body, self.lock)
-            with self.lock:
-                self.rec.s3_ops.append(WriteOp(key, op, t0, t1, ok, md5(body)))
+            self.done["s3"] += s3_put(self.s3, self.rec, key, body, self.lock, op=op)
             time.sleep(rng.uniform(0.03, 0.12))
 
 
@@ -200,8 +220,15 @@ class Consumer(threading.Thread):
     def __init__(self, rec: TrialRecord, keys: list[str]) -> None:
         super().__init__(daemon=True)
         self.rec, self.keys, self.stop = rec, keys, threading.Event()
+        self.died: str | None = None
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:  # recorded: a dead consumer fails the trial
+            self.died = traceback.format_exc()
+
+    def _run(self) -> None:
         root = self.rec.posix_root
         while not self.stop.is_set():
             missing = {k for k in self.keys if not os.path.lexists(root / k)}
@@ -268,6 +295,7 @@ class Nemesis(threading.Thread):
         self.watch = watch
         self.stop = threading.Event()
         self.log: list[str] = []
+        self.died: str | None = None
 
     def _victim(self, leader: bool) -> int:
         if leader:
@@ -280,6 +308,12 @@ class Nemesis(threading.Thread):
         self.log.append(f"{time.time():.3f} {text}")
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:  # recorded: a dead nemesis fails the trial
+            self.died = traceback.format_exc()
+
+    def _run(self) -> None:
         kinds = [k for k, _ in self.KINDS]
         weights = [w for _, w in self.KINDS]
         while not self.stop.wait(self.rng.uniform(0.3, 2.0)):
@@ -287,7 +321,7 @@ class Nemesis(threading.Thread):
             hold = self.rng.uniform(0.5, 5.0)
             try:
                 self._inject(kind, hold)
-            except Exception as e:  # a fault that could not be injected is not a verdict
+            except Exception as e:  # noted; a trial where no fault landed fails
                 self._note(f"{kind} failed: {e!r}")
 
     def _inject(self, kind: str, hold: float) -> None:
@@ -399,10 +433,13 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     consumer: Consumer | None = None
     nemesis: Nemesis | None = None
     watch: LeaderWatch | None = None
+    proxy: S3Proxy | None = None
     verdict = Verdict()
+    failures: list[str] = []
     try:
         old_posix = make_posix(rng, rec, sizes.posix_old)
         client.create_bucket(Bucket=rec.s3_bucket)
+        proxy = S3Proxy(upstream=shared.s3.endpoint, log=workdir / "s3-requests.jsonl")
         s3_old = [f"p{i % 5}/old-{i:05d}" for i in range(sizes.s3_old)] + \
                  [f"keep/k-{i:03d}" for i in range(20)]
         make_s3(rng, rec, client, s3_old, lock)
@@ -423,7 +460,7 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         kube.apply(_obj("RetentionPolicy", "s3", ns, {
             **common, "rules": {"maxAge": f"{int(rec.s3_max_age)}s"},
             "target": {"s3": {"bucket": rec.s3_bucket, "prefix": rec.s3_prefix,
-                              "endpoint": shared.s3.endpoint, "region": "us-east-1",
+                              "endpoint": proxy.endpoint, "region": "us-east-1",
                               "forcePathStyle": True, "credentialsSecretRef": {"name": "s3"}}}}))
         make_s3(rng, rec, client, [f"p{i % 5}/young-{i:04d}" for i in range(60)], lock)
 
@@ -469,11 +506,16 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         time.sleep(3)
         for j in rec.jobs:
             j.status_second = _status(shared, j.name, ns)
-        got = check(rec, s3_client=client, now=time.time())
+        got = check(rec, s3=read_s3(client, rec, proxy.log), now=time.time())
         verdict.violations += got.violations
         verdict.notes += got.notes
         verdict.stats.update(got.stats)
-        verdict.notes += nemesis.log if verdict.violations else []
+        failures += harness_failures(faults, writers, consumer, nemesis, sizes.chaos_seconds)
+        try:  # the trial ends with every replica alive and ready
+            reps.wait_ready(timeout=60)
+        except (RuntimeError, TimeoutError) as e:
+            failures.append(f"replicas not all alive and ready at the end: {e}")
+        verdict.notes += nemesis.log if verdict.violations or failures else []
         error = None
     except Exception:
         error = traceback.format_exc()
@@ -489,11 +531,13 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
             consumer.stop.set()
         if reps is not None:
             reps.close()
+        if proxy is not None:
+            proxy.close()
         kube.kubectl("delete", "cleanupjobs.lethe.io,retentionpolicies.lethe.io", "--all",
                      "-n", ns, "--wait=false", check=False)
-    kept = keep or error is not None or bool(verdict.violations)
+    kept = keep or error is not None or bool(verdict.violations) or bool(failures)
     if kept:
-        (workdir / "record.txt").write_text(_dump(rec, verdict))
+        (workdir / "record.txt").write_text(_dump(rec, verdict, failures))
         if watch is not None:  # faults and leader changes, interleaved in time
             events = sorted((nemesis.log if nemesis is not None else []) + watch.log)
             (workdir / "leaders.txt").write_text("\n".join(events) + "\n")
@@ -501,8 +545,32 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         shutil.rmtree(workdir, ignore_errors=True)
     return TrialResult(seed=seed, faults=faults, verdict=verdict,
                        seconds=time.monotonic() - started, error=error,
-                       workdir=workdir if kept else None,
+                       workdir=workdir if kept else None, failures=failures,
                        leader_changes=watch.changes if watch is not None else Counter())
+
+
+def harness_failures(faults: Counter[str], writers: Writers, consumer: Consumer,
+                     nemesis: Nemesis, chaos_seconds: float) -> list[str]:
+    """Why a trial that found no violation still proves nothing: no fault landed, a
+    writer, the consumer or the nemesis died, or a thread did fewer operations than
+    its floor (``WRITER_FLOOR``/``CONSUMER_FLOOR`` per second of chaos)."""
+    out: list[str] = []
+    if not sum(faults.values()):
+        out.append("no fault landed: " + ("; ".join(nemesis.log[-3:]) or "none injected"))
+    for name, tb in sorted(writers.died.items()):
+        out.append(f"writer {name} died:\n{tb}")
+    for name, died in (("consumer", consumer.died), ("nemesis", nemesis.died)):
+        if died is not None:
+            out.append(f"{name} died:\n{died}")
+    floor = int(WRITER_FLOOR * chaos_seconds)
+    for name, n in sorted(writers.done.items()):
+        if n < floor and name not in writers.died:
+            out.append(f"writer {name} did {n} successful operations, floor {floor}")
+    floor = int(CONSUMER_FLOOR * chaos_seconds)
+    if consumer.rec.consumer_checks < floor and consumer.died is None:
+        out.append(f"consumer made {consumer.rec.consumer_checks} manifest checks, "
+                   f"floor {floor}")
+    return out
 
 
 def _ledger_files(root: Path) -> int:
@@ -510,8 +578,9 @@ def _ledger_files(root: Path) -> int:
     return sum(len(files) for _d, _s, files in os.walk(base))
 
 
-def _dump(rec: TrialRecord, verdict: Verdict) -> str:
+def _dump(rec: TrialRecord, verdict: Verdict, failures: list[str]) -> str:
     lines = [f"seed {rec.seed} ns {rec.ns} bucket {rec.s3_bucket} s3 maxAge {rec.s3_max_age}"]
+    lines += [f"FAILED: {f}" for f in failures]
     lines += [str(v) for v in verdict.violations] + verdict.notes
     lines += [f"job {j.name}: {json.dumps(j.status_first, sort_keys=True)}" for j in rec.jobs]
     lines += [f"posix-op {o}" for o in rec.posix_ops]

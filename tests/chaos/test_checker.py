@@ -1,0 +1,391 @@
+"""The chaos checker must be able to fail: one synthetic trial it passes, and for
+each property it checks a plant it must catch.
+
+No processes: the POSIX side is a real temporary directory, the S3 side an
+:class:`S3State` built by hand (what ``read_s3`` would have read from the bucket
+and the proxy's log), the jobs' statuses are dicts. Each plant changes the
+clean trial in one way and names the violation kind the checker must report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.checker import (
+    JobRecord,
+    LedgerLine,
+    S3State,
+    TrialRecord,
+    WriteOp,
+    check,
+    md5,
+)
+from tests.chaos.s3proxy import Request
+
+T = 1_800_000_000.0  # "now" of the synthetic trial
+DAY = 86400.0
+NS = "chaos-1"
+
+
+@dataclass
+class Trial:
+    rec: TrialRecord
+    s3: S3State
+
+    @property
+    def root(self) -> Path:
+        return self.rec.posix_root
+
+
+def _file(root: Path, key: str, body: bytes, mtime: float) -> str:
+    p = root / key
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(body)
+    os.utime(p, (mtime, mtime))
+    return md5(body)
+
+
+def _posix_line(run: str, key: str, size: int, outcome: str = "deleted",
+                batch: int = 0) -> dict[str, object]:
+    return {"run_id": run, "batch": batch, "policy": f"{NS}/posix", "key": key,
+            "outcome": outcome, "size": size, "time": T - 50, "fingerprint": "i:s:m"}
+
+
+def _write_posix_ledger(root: Path, lines: list[dict[str, object]],
+                        name: str = "R1/000000.jsonl") -> None:
+    f = root / ".lethe" / "ledger" / name
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def _s3_line(run: str, key: str, digest: str, outcome: str = "deleted") -> LedgerLine:
+    return LedgerLine(f"{run}/000000.jsonl", {
+        "run_id": run, "batch": 0, "policy": f"{NS}/s3", "key": key, "outcome": outcome,
+        "size": 10, "time": T - 50, "fingerprint": f'"{digest}":1'})
+
+
+def _succeeded(run: str, deleted: int, size: int) -> dict[str, object]:
+    return {"phase": "Succeeded", "runId": run,
+            "counters": {"deleted": deleted, "bytesFreed": size, "skippedChanged": 0,
+                         "errors": 0}}
+
+
+def _delete(key: str, t0: float, *, etag: str | None = None, status: int = 204,
+            bucket: str = "b") -> Request:
+    return Request(t0=t0, t1=t0 + 0.05, method="DELETE", bucket=bucket, key=key,
+                   query={"x-id": "DeleteObject"}, status=status, if_match=etag)
+
+
+def clean(tmp: Path) -> Trial:
+    """A small trial that went right: every property holds."""
+    rec = TrialRecord(seed=1, ns=NS, posix_root=tmp / "target", manifest_key="manifest.json",
+                      posix_max_age=DAY, s3_bucket="b", s3_prefix="data/", s3_max_age=8.0)
+    root = rec.posix_root
+    root.mkdir(parents=True)
+    # POSIX: an old file the product deleted, a young one a writer overwrote, a kept
+    # old one, a future-dated one, and a file a writer created.
+    rec.posix_population["d0/old-00001.dat"] = (T - 10 * DAY, md5(b"old"))
+    for key, body, mtime in (("d1/young-00001.dat", b"young", T - 3600),
+                             ("keep/d0/old-000.dat", b"kept", T - 10 * DAY),
+                             ("d0/future-000.dat", b"future", T + 7200)):
+        rec.posix_population[key] = (mtime, _file(root, key, body, mtime))
+    rec.posix_ops.append(WriteOp("d1/young-00001.dat", "overwrite", T - 30, T - 29.9, True,
+                                 _file(root, "d1/young-00001.dat", b"rewritten", T - 30)))
+    rec.posix_ops.append(WriteOp("d1/young-00001.dat", "touch", T - 20, T - 19.9, True))
+    rec.posix_ops.append(WriteOp("d2/new-w0-00001.dat", "create", T - 10, T - 9.9, True,
+                                 _file(root, "d2/new-w0-00001.dat", b"new", T - 10)))
+    os.utime(root / "d1/young-00001.dat", (T - 20, T - 20))
+    (root / "manifest.json").write_text(json.dumps(
+        {"version": 1, "files": ["d1/young-00001.dat", "keep/d0/old-000.dat"]}))
+    _write_posix_ledger(root, [_posix_line("R1", "d0/old-00001.dat", 3)])
+    (root / ".lethe" / "plans").mkdir(parents=True)
+    (root / ".lethe" / "plans" / "R1.jsonl").write_text("{}\n")
+    rec.jobs.append(JobRecord("posix-1", "posix", T - 60, _succeeded("R1", 1, 3),
+                              _succeeded("R1", 1, 3)))
+    # S3: an old object deleted (If-Match), one overwritten young, a kept one, a young one.
+    d_old, d_keep, d_young, d_pop2, d_new = (md5(x) for x in (b"o", b"k", b"y", b"p2", b"n"))
+    for key, digest, t0 in (("p0/old-00000", d_old, T - 100), ("keep/k-000", d_keep, T - 100),
+                            ("p0/old-00001", d_pop2, T - 100), ("p1/young-0000", d_young, T - 3)):
+        rec.s3_ops.append(WriteOp(key, "populate", t0, t0 + 0.1, True, digest))
+    rec.s3_ops.append(WriteOp("p0/old-00001", "overwrite", T - 5, T - 4.9, True, d_new))
+    rec.final_jobs_created["s3"] = T - 2
+    rec.jobs.append(JobRecord("s3-1", "s3", T - 60, _succeeded("S1", 1, 10),
+                              _succeeded("S1", 1, 10)))
+    s3 = S3State(
+        objects={"keep/k-000": (d_keep, T - 100, 1), "p0/old-00001": (d_new, T - 5, 1),
+                 "p1/young-0000": (d_young, T - 3, 1)},
+        ledger=[_s3_line("S1", "p0/old-00000", d_old)],
+        plan_runs={"S1"},
+        requests=[
+            Request(t0=T - 60, t1=T - 59.9, method="GET", bucket="b", key="",
+                    query={"list-type": "2", "prefix": "data/"}, status=200),
+            _delete("data/.lethe/probe/conditional-delete", T - 59),
+            _delete("data/p0/old-00000", T - 50, etag=f'"{d_old}"'),
+            _delete("data/p0/old-00001", T - 50, etag=f'"{d_new}"', status=412),
+        ])
+    return Trial(rec, s3)
+
+
+def _kinds(t: Trial) -> set[str]:
+    return {v.kind for v in check(t.rec, s3=t.s3, now=T).violations}
+
+
+def test_clean_trial_passes(tmp_path: Path) -> None:
+    v = check((t := clean(tmp_path)).rec, s3=t.s3, now=T)
+    assert v.violations == []
+    assert v.stats["s3_delete_requests"] == 2  # the probe's and p0/old-00000's
+
+
+# -- one plant per property: (name, expected kind, plant) ------------------------------
+
+Plant = Callable[[Trial], None]
+PLANTS: list[tuple[str, str, Plant]] = []
+
+
+def plant(name: str, kind: str) -> Callable[[Plant], Plant]:
+    def add(fn: Plant) -> Plant:
+        PLANTS.append((name, kind, fn))
+        return fn
+    return add
+
+
+def _young(t: Trial) -> str:
+    return next(o.digest or "" for o in t.rec.s3_ops if o.key == "p1/young-0000")
+
+
+# 1. POSIX: no wrongful deletion.
+@plant("posix file a writer wrote is gone", "deleted-after-write")
+def _(t: Trial) -> None:
+    (t.root / "d2/new-w0-00001.dat").unlink()
+
+
+@plant("posix file lost its last write", "content-changed")
+def _(t: Trial) -> None:
+    (t.root / "d1/young-00001.dat").write_bytes(b"something else")
+
+
+@plant("posix future-dated file deleted", "deleted-ineligible")
+def _(t: Trial) -> None:
+    (t.root / "d0/future-000.dat").unlink()
+
+
+@plant("posix excluded old file deleted", "deleted-ineligible")
+def _(t: Trial) -> None:
+    (t.root / "keep/d0/old-000.dat").unlink()
+    doc = json.loads((t.root / "manifest.json").read_text())
+    doc["files"].remove("keep/d0/old-000.dat")
+    (t.root / "manifest.json").write_text(json.dumps(doc))
+
+
+@plant("posix file no one wrote", "unknown-file")
+def _(t: Trial) -> None:
+    _file(t.root, "d3/stray.dat", b"?", T - 10)
+
+
+# 2. convergence.
+@plant("posix eligible file left", "not-converged")
+def _(t: Trial) -> None:
+    t.rec.posix_population["d4/old-00009.dat"] = (
+        T - 5 * DAY, _file(t.root, "d4/old-00009.dat", b"left", T - 5 * DAY))
+
+
+@plant("s3 eligible object left", "not-converged")
+def _(t: Trial) -> None:
+    t.rec.s3_ops.append(WriteOp("p2/old-00009", "populate", T - 100, T - 99.9, True, md5(b"l")))
+    t.s3.objects["p2/old-00009"] = (md5(b"l"), T - 100, 1)
+
+
+# 3. manifest.
+@plant("final manifest references a missing file", "manifest-dangling")
+def _(t: Trial) -> None:
+    (t.root / "manifest.json").write_text(json.dumps({"files": ["d0/old-00001.dat"]}))
+
+
+@plant("consumer saw a dangling reference", "manifest-dangling-live")
+def _(t: Trial) -> None:
+    t.rec.consumer_violations.append("d0/old-00001.dat was missing and then referenced")
+
+
+# 4. ledger exactly once.
+@plant("posix removal line for a file that exists", "ledger-says-removed")
+def _(t: Trial) -> None:
+    _write_posix_ledger(t.root, [_posix_line("R1", "d1/young-00001.dat", 5)],
+                        "R1/000001.jsonl")
+
+
+@plant("posix file removed twice in the ledger", "ledger-count")
+def _(t: Trial) -> None:
+    _write_posix_ledger(t.root, [_posix_line("R1", "d0/old-00001.dat", 3, "already-gone",
+                                             batch=1)], "R1/000001.jsonl")
+
+
+@plant("posix gone file with no ledger line", "ledger-count")
+def _(t: Trial) -> None:
+    _write_posix_ledger(t.root, [])
+
+
+@plant("posix ledger names a key never written", "ledger-unknown-key")
+def _(t: Trial) -> None:
+    _write_posix_ledger(t.root, [_posix_line("R1", "d9/never.dat", 1, batch=1)],
+                        "R1/000001.jsonl")
+
+
+@plant("ledger line filed under another batch", "ledger-misfiled")
+def _(t: Trial) -> None:
+    _write_posix_ledger(t.root, [_posix_line("R1", "d0/old-00001.dat", 3, batch=7)])
+
+
+@plant("ledger line of another policy", "ledger-policy")
+def _(t: Trial) -> None:
+    t.s3.ledger[0].data["policy"] = f"{NS}/other"
+
+
+@plant("ledger outcome unknown", "ledger-outcome")
+def _(t: Trial) -> None:
+    t.s3.ledger[0].data["outcome"] = "vanished"
+
+
+@plant("s3 removal line for an object that exists", "ledger-says-removed")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p1/young-0000", _young(t)))
+
+
+@plant("s3 version removed twice in the ledger", "ledger-count")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p0/old-00000", t.s3.ledger[0].data["fingerprint"]
+                                .split(":")[0].strip('"'), "already-gone"))
+
+
+@plant("s3 ledger names a version never written", "ledger-unknown-version")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p0/old-00000", md5(b"never"), "changed-skipped"))
+
+
+# 5. each CleanupJob once.
+@plant("job failed", "job-not-succeeded")
+def _(t: Trial) -> None:
+    t.rec.jobs[0].status_first["phase"] = "Failed"
+    t.rec.jobs[0].status_second["phase"] = "Failed"
+
+
+@plant("job without a run id", "job-no-run-id")
+def _(t: Trial) -> None:
+    del t.rec.jobs[1].status_first["runId"]
+
+
+@plant("job's run id moved between reads", "job-status-moved")
+def _(t: Trial) -> None:
+    t.rec.jobs[0].status_second["runId"] = "R2"
+
+
+@plant("two jobs share a run", "job-run-shared")
+def _(t: Trial) -> None:
+    t.rec.jobs.append(JobRecord("posix-2", "posix", T - 30, _succeeded("R1", 1, 3),
+                                _succeeded("R1", 1, 3)))
+
+
+@plant("a run no job asked for", "run-without-job")
+def _(t: Trial) -> None:
+    (t.root / ".lethe" / "plans" / "R9.jsonl").write_text("{}\n")
+
+
+# 6. counters.
+@plant("job counters disagree with the ledger", "counters")
+def _(t: Trial) -> None:
+    t.rec.jobs[1].status_first["counters"]["deleted"] = 2
+
+
+# 1. S3: every delete the proxy saw, whatever the ledger says.
+@plant("s3 young object deleted, ledger silent", "s3-deleted-too-young")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("data/p1/young-0000", T - 1))
+    del t.s3.objects["p1/young-0000"]
+
+
+@plant("s3 delete racing the write it removed", "s3-deleted-too-young")
+def _(t: Trial) -> None:
+    # arrived just before the PUT began, answered after: 1a cannot see it, 1b must
+    t.s3.requests.append(_delete("data/p1/young-0000", T - 3.02))
+    del t.s3.objects["p1/young-0000"]
+
+
+@plant("s3 overwritten object deleted by an old ETag (server ignored it)",
+       "s3-deleted-too-young")
+def _(t: Trial) -> None:
+    old = next(o.digest for o in t.rec.s3_ops if o.key == "p0/old-00001" and o.op == "populate")
+    t.s3.requests.append(_delete("data/p0/old-00001", T - 2, etag=f'"{old}"'))
+    del t.s3.objects["p0/old-00001"]
+
+
+@plant("s3 young version asked for (DeleteObjects)", "s3-delete-asked-young")
+def _(t: Trial) -> None:
+    y = _young(t)
+    t.s3.requests.append(Request(
+        t0=T - 2.5, t1=T - 2.4, method="POST", bucket="b", key="", query={"delete": ""},
+        status=200, objects=[{"key": "data/p1/young-0000", "etag": f'"{y}"', "version": None}],
+        deleted=["data/p1/young-0000"]))
+    del t.s3.objects["p1/young-0000"]
+
+
+@plant("s3 delete of an excluded key", "s3-delete-excluded")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("data/keep/k-000", T - 20))
+    del t.s3.objects["keep/k-000"]
+
+
+@plant("s3 delete outside the target", "s3-delete-outside-target")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("other/x", T - 20))
+
+
+@plant("s3 delete in another bucket", "s3-delete-outside-target")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("data/p0/old-00000", T - 20, bucket="elsewhere"))
+
+
+@plant("s3 delete of a key never written", "s3-delete-unknown-key")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("data/p9/never", T - 20))
+
+
+@plant("s3 delete asking for a version never written", "s3-delete-unknown-version")
+def _(t: Trial) -> None:
+    t.s3.requests.append(_delete("data/p0/old-00001", T - 20, etag=f'"{md5(b"x")}"'))
+
+
+@plant("s3 object gone with no delete request", "s3-write-lost")
+def _(t: Trial) -> None:
+    del t.s3.objects["p0/old-00001"]
+
+
+@plant("s3 object's content replaced", "s3-write-replaced")
+def _(t: Trial) -> None:
+    t.s3.objects["p1/young-0000"] = (md5(b"intruder"), T - 1, 1)
+
+
+@plant("replicas bypassed the proxy", "s3-unobserved")
+def _(t: Trial) -> None:
+    t.s3.requests.clear()
+
+
+@pytest.mark.parametrize(("name", "kind", "fn"), PLANTS, ids=[p[0] for p in PLANTS])
+def test_checker_catches(tmp_path: Path, name: str, kind: str, fn: Plant) -> None:
+    t = clean(tmp_path)
+    fn(t)
+    got = _kinds(t)
+    assert kind in got, f"planted {name!r}: expected {kind}, checker said {sorted(got)}"
+
+
+def test_every_kind_is_planted() -> None:
+    """Every violation kind checker.py can report has a plant above."""
+    src = (Path(__file__).parent / "checker.py").read_text()
+    reported = set(re.findall(r'v\.add\(\d, "([a-z0-9-]+)"', src))
+    planted = {k for _n, k, _f in PLANTS}
+    assert reported - planted == set(), f"kinds with no plant: {sorted(reported - planted)}"

@@ -1,0 +1,109 @@
+"""The fault harness must be able to fail: replicas that died, threads that died or
+stalled, no fault landed, and the recording S3 proxy's view of deletes."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from lethe.devenv import LocalReplicas
+from tests.chaos.checker import TrialRecord
+from tests.chaos.env import ChaosReplicas
+from tests.chaos.s3proxy import S3Proxy, read_log
+from tests.chaos.trial import Consumer, Nemesis, Writers, harness_failures
+from tests.fixtures.s3 import S3Server
+
+
+def _dying(tmp_path: Path) -> LocalReplicas:
+    """Three replicas whose 'python' prints a line and exits 3: a replica that
+    crashes at start-up, without needing an API server."""
+    exe = tmp_path / "crash"
+    exe.write_text('#!/bin/sh\necho "boom in $POD_NAME"\nexit 3\n')
+    exe.chmod(0o755)
+    return LocalReplicas(count=3, workdir=tmp_path / "reps", kubeconfigs=["none"],
+                         password="x", python=str(exe))
+
+
+def test_wait_ready_fails_when_every_replica_died(tmp_path: Path) -> None:
+    reps = _dying(tmp_path)
+    reps.start()
+    for r in reps.replicas:
+        assert r.proc is not None
+        r.proc.wait(timeout=10)
+    with pytest.raises(RuntimeError) as e:
+        reps.wait_ready(timeout=5)
+    reps.stop()
+    assert "replica lethe-0 is not running (exit 3)" in str(e.value)
+    assert "boom in lethe-0" in str(e.value)  # the log's tail
+
+
+def test_wait_ready_fails_for_a_replica_never_started(tmp_path: Path) -> None:
+    reps = _dying(tmp_path)
+    with pytest.raises(RuntimeError, match=r"lethe-0 is not running \(never started\)"):
+        reps.wait_ready(timeout=5)
+
+
+def _threads(tmp_path: Path) -> tuple[TrialRecord, Writers, Consumer, Nemesis]:
+    rec = TrialRecord(seed=1, ns="x", posix_root=tmp_path, manifest_key="manifest.json",
+                      posix_max_age=86400, s3_bucket="b", s3_prefix="data/", s3_max_age=8)
+    # No population and no S3 client: each POSIX writer dies on its first choice of a
+    # key (IndexError), the S3 writer's every PUT fails (recorded, not ok).
+    writers = Writers(rec, 1, [], [], None, threading.Lock())
+    consumer = Consumer(rec, [])
+    nemesis = Nemesis(cast(ChaosReplicas, None), random.Random(1), Counter(), lambda: 0)
+    return rec, writers, consumer, nemesis
+
+
+def test_dead_writers_no_fault_and_floors_fail_the_trial(tmp_path: Path) -> None:
+    rec, writers, consumer, nemesis = _threads(tmp_path)
+    writers.start()
+    time.sleep(0.5)
+    writers.join()
+    got = harness_failures(Counter(), writers, consumer, nemesis, chaos_seconds=10)
+    text = "\n".join(got)
+    assert "no fault landed" in text
+    assert "writer posix-0 died" in text and "writer posix-1 died" in text
+    assert "IndexError" in text
+    assert "writer s3 did 0 successful operations, floor 10" in text
+    assert "consumer made 0 manifest checks, floor 5" in text
+    assert rec.s3_ops and not any(o.ok for o in rec.s3_ops)
+
+
+def test_a_healthy_trial_has_no_harness_failure(tmp_path: Path) -> None:
+    rec, writers, consumer, nemesis = _threads(tmp_path)
+    writers.done.update({"posix-0": 30, "posix-1": 30, "s3": 20})
+    rec.consumer_checks = 10
+    assert harness_failures(Counter({"kill": 1}), writers, consumer, nemesis,
+                            chaos_seconds=12) == []
+
+
+def test_proxy_records_every_delete_with_its_outcome(tmp_path: Path, s3_server: S3Server,
+                                                     s3_bucket: str) -> None:
+    proxy = S3Proxy(upstream=s3_server.endpoint, log=tmp_path / "log.jsonl")
+    try:
+        c: Any = S3Server(endpoint=proxy.endpoint).client()
+        etag = c.put_object(Bucket=s3_bucket, Key="data/a", Body=b"a")["ETag"]
+        c.put_object(Bucket=s3_bucket, Key="data/b", Body=b"b")
+        c.put_object(Bucket=s3_bucket, Key="data/c d", Body=b"c")
+        before = time.time()
+        c.delete_object(Bucket=s3_bucket, Key="data/a", IfMatch=etag)
+        resp = c.delete_objects(Bucket=s3_bucket, Delete={"Objects": [
+            {"Key": "data/b"}, {"Key": "data/c d", "ETag": '"x"'}]})
+        assert c.head_bucket(Bucket=s3_bucket)["ResponseMetadata"]["HTTPHeaders"]["date"]
+    finally:
+        proxy.close()
+    reqs = read_log(tmp_path / "log.jsonl")
+    assert [r.method for r in reqs] == ["PUT", "PUT", "PUT", "DELETE", "POST", "HEAD"]
+    single, batch = reqs[3], reqs[4]
+    assert before <= single.t0 <= single.t1
+    assert single.deletes() == [("data/a", etag, None)]
+    assert batch.objects[1] == {"key": "data/c d", "etag": '"x"', "version": None}
+    assert sorted(k for k, _e, _v in batch.deletes()) == sorted(
+        d["Key"] for d in resp.get("Deleted", []))
+    assert all(r.bucket == s3_bucket for r in reqs)
