@@ -242,23 +242,54 @@ def test_paused_leader_does_not_replace_a_newer_terms_ledger(
         f"{reps.logs()}")
 
 
+def _s3_setup(s3_server: S3Server, bucket: str) -> tuple[list[str], dict[str, Any]]:
+    client = s3_server.client()
+    old = [f"tmp/old-{i:03d}" for i in range(OLD)]
+    for k in old:
+        client.put_object(Bucket=bucket, Key=k, Body=b"old")
+    policy = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+              "metadata": {"name": "fencing", "namespace": "test"},
+              "spec": {"target": {"s3": {"bucket": bucket, "prefix": "tmp/",
+                                         "endpoint": s3_server.endpoint,
+                                         "region": "us-east-1", "forcePathStyle": True}},
+                       "mode": "Enforce", "rules": {"maxAge": "2s"}}}
+    time.sleep(3)  # the server's clock has whole seconds: every object is > 2 s old
+    return old, policy
+
+
+def _s3_ledgers(s3_server: S3Server, bucket: str) -> dict[str, bytes]:
+    client = s3_server.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="tmp/.lethe/ledger/") for o in page.get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in sorted(keys)}
+
+
+def test_paused_leader_does_not_replace_a_newer_terms_s3_ledger(
+        replicas_factory: Callable[..., Replicas], s3_server: S3Server,
+        s3_bucket: str) -> None:
+    """S3: pause batch 1's ledger write between its fence and its PUT. The new
+    leader writes that file under its term; the old one's PUT, sent when it wakes,
+    carries ``If-None-Match: *`` (it read no file), so the server refuses it; it
+    re-reads, finds the newer term and stops."""
+    _old, policy = _s3_setup(s3_server, s3_bucket)
+    reps = replicas_factory(policy, pause_at="ledger-put:2",
+                            s3_keys=[s3_server.access_key, s3_server.secret_key])
+    pid = reps.paused_pid()
+    reps.done_by_other(pid)
+    before = _s3_ledgers(s3_server, s3_bucket)
+    assert len(before) == OLD // BATCH
+    reps.resume_and_settle(pid)
+    assert _s3_ledgers(s3_server, s3_bucket) == before, reps.logs()
+
+
 def test_paused_leader_sends_no_s3_delete_after_it_wakes(
-        tmp_path: Path, replicas_factory: Callable[..., Replicas], s3_server: S3Server,
+        replicas_factory: Callable[..., Replicas], s3_server: S3Server,
         s3_bucket: str) -> None:
     """S3: pause before the 150th delete request (moto: one If-Match DeleteObject
     per key, 8 workers), rewrite what is left of that batch, let the new leader
     finish, wake the old one: no delete request of it may pass the fence."""
     client = s3_server.client()
-    old = [f"tmp/old-{i:03d}" for i in range(OLD)]
-    for k in old:
-        client.put_object(Bucket=s3_bucket, Key=k, Body=b"old")
-    policy = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
-              "metadata": {"name": "fencing", "namespace": "test"},
-              "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "tmp/",
-                                         "endpoint": s3_server.endpoint,
-                                         "region": "us-east-1", "forcePathStyle": True}},
-                       "mode": "Enforce", "rules": {"maxAge": "2s"}}}
-    time.sleep(3)  # the server's clock has whole seconds: every object is > 2 s old
+    old, policy = _s3_setup(s3_server, s3_bucket)
     reps = replicas_factory(policy, pause_at="s3-delete:150",
                             s3_keys=[s3_server.access_key, s3_server.secret_key])
     pid = reps.paused_pid()
@@ -270,6 +301,4 @@ def test_paused_leader_sends_no_s3_delete_after_it_wakes(
     woke = reps.resume_and_settle(pid)
     late = [r for r in reps.requests() if r["pid"] == pid and r["time"] > woke]
     assert not late, f"the woken ex-leader sent {len(late)} delete requests: {late[:3]}"
-    ledgers = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=s3_bucket, Prefix="tmp/.lethe/ledger/") for o in page.get("Contents", [])]
-    assert len(ledgers) == OLD // BATCH
+    assert len(_s3_ledgers(s3_server, s3_bucket)) == OLD // BATCH
