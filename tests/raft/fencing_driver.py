@@ -59,7 +59,7 @@ def main(config_path: str) -> None:
             s3.client.meta.events.register_last(f"before-send.s3.{op}", record)
         storage = s3
     else:
-        storage = PosixStorage(policy.target)  # type: ignore[arg-type]
+        storage = PosixStorage(policy.target)
     journal = RaftJournal(self_address=cfg["self"], peers=cfg["peers"],
                           password=cfg["password"], data_dir=cfg["data_dir"])
     key = f"{policy.namespace}/{policy.name}"

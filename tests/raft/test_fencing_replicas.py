@@ -120,7 +120,7 @@ class Replicas:
                     return d
             return None
 
-        d = self.wait(done, timeout=180, what="a new leader to finish the run")
+        d: dict[str, Any] = self.wait(done, timeout=180, what="a new leader to finish the run")
         assert d["pid"] != pid and d["result"] == "Succeeded", d
         return d
 

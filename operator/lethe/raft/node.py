@@ -151,7 +151,7 @@ class RaftJournal:
     def lease_remaining(self) -> float:
         """Seconds of lease left (0 when not valid); uses the caller's clock, not the tick's.
 
-        A local check (no network, ~1 µs), so callers may make it before every
+        A local check (no network, a few µs), so callers may make it before every
         side effect. Besides the lease's own expiry it treats a gap in this
         process's execution as a lapse: if the tick thread has not published
         for longer than the pause gap (``max(4 ticks, lease_window / 2)``, 0.2 s

@@ -444,7 +444,7 @@ class Runner:
         self.storage.check_ready()
         # Fence (I3): lead the very term that recorded this batch, with a valid lease,
         # checked again immediately before every rename, unlink and delete request
-        # the backend makes, and before the ledger write. A local check (~1-2 µs):
+        # the backend makes, and before the ledger write. A local check (a few µs):
         # the slow path waits briefly for a lease that lapsed for a tick under load.
         lease_valid, current_term, term = (self.journal.lease_valid,
                                            self.journal.current_term, intent.term)
