@@ -25,7 +25,15 @@ from typing import NamedTuple
 
 from lethe.journal import Intent, JournalError
 from lethe.storage import pausepoint
-from lethe.storage.base import ConflictError, DeleteResult, Fence, Outcome, Storage, no_fence
+from lethe.storage.base import (
+    ConflictError,
+    DeleteResult,
+    Fence,
+    Outcome,
+    Storage,
+    StorageError,
+    no_fence,
+)
 
 __all__ = ["LedgerLine", "Superseded", "ledger_key", "read_batch", "read_run", "write_batch"]
 
@@ -117,7 +125,7 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
         got = storage.read_object(key)
         token = _ABSENT
         if got is not None:
-            term = _term_of(got[0])
+            term = _term_of(got[0], key=key)
             if term > intent.term:
                 raise Superseded(f"ledger {key} was written by term {term}; not replacing "
                                  f"it with term {intent.term}'s")
@@ -133,11 +141,18 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
     raise Superseded(f"ledger {key} kept changing under term {intent.term}'s write")
 
 
-def _term_of(data: bytes) -> int:
+def _term_of(data: bytes, *, key: str) -> int:
     """The term of a ledger file (every line of a file has its writer's term);
-    -1 for an empty file (an empty batch): any writer may replace it."""
+    -1 for an empty file (an empty batch): any writer may replace it. A file
+    whose first line has no readable term is not replaced: StorageError."""
     first = data.split(b"\n", 1)[0].strip()
-    return int(json.loads(first)["term"]) if first else -1
+    if not first:
+        return -1
+    try:
+        return int(json.loads(first)["term"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"ledger file {key}: no readable term on its first line "
+                           f"({type(exc).__name__}: {exc}); not replacing it") from None
 
 
 def _parse(data: bytes) -> list[LedgerLine]:
