@@ -87,6 +87,7 @@ _MAX_LISTING_ERRORS: Final = 100
 _name = attrgetter("name")
 _RENAME_NOREPLACE: Final = 1  # linux/fs.h
 
+
 def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """glibc's ``renameat2`` (2.28+), or ``None``: ``os.rename`` has no flags."""
     try:
