@@ -100,7 +100,8 @@ def test_late_ledger_write_of_an_old_leader_adds_no_second_line(tmp_path: Path) 
     assert {x["outcome"] for x in resumed} == {"already-gone"}
     assert {x["term"] for x in resumed} != {1}  # finished under the new term's authority
 
-    # The old leader wakes up and writes its ledger file for that batch, late.
+    # The old leader wakes up and tries to write its ledger file for that batch, late:
+    # the file is compare-and-set on the term, so the newer term's file stays.
     from lethe.journal import Intent, IntentEntry
     from lethe.runner import ledger
     from lethe.spec import parse_policy
@@ -112,9 +113,12 @@ def test_late_ledger_write_of_an_old_leader_adds_no_second_line(tmp_path: Path) 
     storage.check_ready()
     entries = tuple(IntentEntry(key=x["key"], fingerprint=x["fingerprint"], size=x["size"],
                                 rule=x["rule"]) for x in resumed)
-    ledger.write_batch(storage=storage, root=policy.ledgerPath, policy=resumed[0]["policy"],
-                       run_id=resumed[0]["run_id"],
-                       intent=Intent(seq=1, term=1, index=3, entries=entries, cursor=20),
-                       results=[DeleteResult(k, Outcome(o)) for k, o in zombie], when=0.0)
+    written = (run_dir / "000001.jsonl").read_bytes()
+    with pytest.raises(ledger.Superseded):
+        ledger.write_batch(storage=storage, root=policy.ledgerPath,
+                           policy=resumed[0]["policy"], run_id=resumed[0]["run_id"],
+                           intent=Intent(seq=1, term=1, index=3, entries=entries, cursor=20),
+                           results=[DeleteResult(k, Outcome(o)) for k, o in zombie], when=0.0)
+    assert (run_dir / "000001.jsonl").read_bytes() == written
     per_key = Counter(str(x["key"]) for x in _ledger(root))
     assert set(per_key) == set(old) and set(per_key.values()) == {1}, per_key

@@ -614,9 +614,14 @@ def test_list_under_a_prefix_stays_inside_and_never_follows_symlinks(root: Path,
     assert list(s.list(prefix="missing")) == []
 
 
-def test_fence_is_checked_every_64_files(root: Path, store: PosixStorage) -> None:
-    """The lease is re-checked before each run of 64 unlinks (I3); once the fence
-    raises nothing more is deleted and the exception reaches the runner."""
+@pytest.mark.parametrize("lapse_at", [101, 102])
+def test_fence_is_checked_before_every_rename_and_unlink(root: Path, store: PosixStorage,
+                                                         lapse_at: int) -> None:
+    """The lease is re-checked before each rename and each unlink (I3): two checks
+    per file. Once the fence raises nothing more is touched and the exception
+    reaches the runner. Call 101 is the check before file 51's rename (nothing
+    renamed); call 102 the one between its rename and unlink (it gets its name
+    back: no quarantined file is left for nobody to finish)."""
     for i in range(200):
         put(root, f"d/f{i:03d}", mtime=1000)
     entries = list(store.list())
@@ -627,9 +632,9 @@ def test_fence_is_checked_every_64_files(root: Path, store: PosixStorage) -> Non
 
     def fence() -> None:
         calls[0] += 1
-        if calls[0] == 3:
+        if calls[0] == lapse_at:
             raise LeaseLost
 
     with pytest.raises(LeaseLost):
         store.delete_batch(entries, fence=fence)
-    assert len(keys(store)) == 200 - 128 and _quarantined(root) == []
+    assert keys(store) == [e.key for e in entries[50:]] and _quarantined(root) == []

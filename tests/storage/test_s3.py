@@ -528,13 +528,16 @@ def _fence_after(n: int) -> Callable[[], None]:
 
 def test_no_delete_request_after_the_fence_raises(store: S3Storage) -> None:
     """I3 per request: moto takes only single If-Match deletes, 16 at a time, so a
-    batch of 200 is 200 requests; once the fence raises no worker sends another."""
+    batch of 200 is 200 requests; once the fence raises no worker sends another.
+    Each request is checked twice: when a worker takes its key, and in botocore's
+    ``before-send`` right before the socket write (retries included), so 20
+    passing checks allow at most 10 requests."""
     put_many(store, [f"p/f{i:03d}" for i in range(200)])
     entries = list(store.list())
     with pytest.raises(_LeaseLost):
         store.delete_batch(entries, fence=_fence_after(20))
-    left = len(list(store.list()))
-    assert left == 200 - 20, f"{200 - left} deleted, 20 fenced requests allowed"
+    deleted = 200 - len(list(store.list()))
+    assert 0 < deleted <= 10, f"{deleted} deleted, 20 fence checks passed"
 
 
 def test_versioned_batch_is_fenced_before_its_request(versioned: S3Storage) -> None:

@@ -74,6 +74,8 @@ class _Published:
     #: Send time (time.monotonic()) of the newest heartbeat a quorum acknowledged.
     quorum_at: float
     lease_expiry: float  # quorum_at + lease window; -inf when not leading
+    #: time.monotonic() of the tick that published this view.
+    ticked_at: float = float("-inf")
 
 
 _NOT_LEADING = _Published(leader=False, term=0, quorum_at=float("-inf"),
@@ -99,6 +101,12 @@ class RaftJournal:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._metrics = metrics
         self._published = _NOT_LEADING
+        # Pause detection (see lease_remaining): a gap between two ticks longer than
+        # this means the process (or its tick thread) did not run; the lease is then
+        # void until a quorum acknowledges a heartbeat sent after the gap.
+        self._pause_gap = max(4 * timings.auto_tick_period, timings.lease_window / 2)
+        self._last_tick = time.monotonic()
+        self._reconfirm_after = float("-inf")
         self._pending: dict[int, Future[int]] = {}
         self._pending_lock = threading.Lock()
         self._pending_seq = 0
@@ -149,9 +157,23 @@ class RaftJournal:
         return self.lease_remaining() > 0.0
 
     def lease_remaining(self) -> float:
-        """Seconds of lease left (0 when not valid); uses the caller's clock, not the tick's."""
-        pub = self._fenced_leadership()
-        return 0.0 if pub is None else max(0.0, pub.lease_expiry - time.monotonic())
+        """Seconds of lease left (0 when not valid); uses the caller's clock, not the tick's.
+
+        A local check (no network, a few µs), so callers may make it before every
+        side effect. Besides the lease's own expiry it treats a gap in this
+        process's execution as a lapse: if the tick thread has not published
+        for longer than the pause gap (``max(4 ticks, lease_window / 2)``, 0.2 s
+        by default), the caller may have just woken from SIGSTOP, a VM freeze or
+        a long stall before the tick thread had a chance to run, so the view is
+        stale; the tick that sees the gap then keeps the lease void until a
+        quorum acknowledges a heartbeat *sent after* the gap (``_on_tick``).
+        """
+        pub = self._published
+        now = time.monotonic()
+        if now - pub.ticked_at > self._pause_gap or pub.lease_expiry <= now \
+                or not self._fenced(pub):
+            return 0.0
+        return pub.lease_expiry - now
 
     def wait_lease(self, *, timeout: float) -> bool:
         """Wait up to ``timeout`` for a valid lease. Under load a follower's
@@ -162,12 +184,14 @@ class RaftJournal:
     def _fenced_leadership(self) -> _Published | None:
         """The published view if we lead the current term and its Fence is applied."""
         pub = self._published
-        if not pub.leader or not self.is_leader():
-            return None
-        term = self.current_term()
-        if pub.term != term or self._machine.fenced() != term:
-            return None
-        return pub
+        return pub if self._fenced(pub) else None
+
+    def _fenced(self, pub: _Published) -> bool:
+        """``pub`` says we lead, and pysyncobj still agrees on leadership and term,
+        and that term's Fence is applied (attribute reads only: per-delete cost)."""
+        sync = self._sync
+        return (pub.leader and sync._isLeader() and sync.raftCurrentTerm == pub.term
+                and self._machine.fenced_term == pub.term)
 
     def _may_commit(self) -> bool:
         """Admission for commits: fenced leader that heard from a quorum within
@@ -432,6 +456,16 @@ class RaftJournal:
     def _on_tick(self) -> None:
         """Publish the lease, fence a new term, persist membership, update metrics."""
         now = time.monotonic()
+        gap, self._last_tick = now - self._last_tick, now
+        if gap > self._pause_gap:
+            # We did not run for `gap` seconds (SIGSTOP, VM freeze, starvation): what a
+            # quorum acknowledged before proves nothing about now. Require a fresh round.
+            self._reconfirm_after = now
+            if self._published.leader:
+                # Past the lease window it is a real lapse; shorter gaps happen under load.
+                log.log(logging.WARNING if gap > self._timings.lease_window else logging.DEBUG,
+                        "raft: %s did not run for %.2fs; lease void until a quorum "
+                        "acknowledges a heartbeat sent after the pause", self._self, gap)
         leader = bool(self._sync._isLeader())
         term = int(self._sync.raftCurrentTerm)
         transport = self._transport()
@@ -456,7 +490,8 @@ class RaftJournal:
             else:
                 times = sorted((acked.get(n, float("-inf")) for n in others), reverse=True)
                 quorum_at = times[need - 1]
-            expiry = quorum_at + self._timings.lease_window
+            if quorum_at >= self._reconfirm_after:
+                expiry = quorum_at + self._timings.lease_window
             if self._machine.fenced() < term and self._fence_inflight_term != term:
                 self._fence_inflight_term = term
 
@@ -468,7 +503,7 @@ class RaftJournal:
 
                 self._machine.apply_command(encode_command(Fence(term=term)), callback=fenced)
         self._published = _Published(leader=leader, term=term, quorum_at=quorum_at,
-                                     lease_expiry=expiry)
+                                     lease_expiry=expiry, ticked_at=now)
         current_leader = self.leader()
         self._watch_quorum(now, current_leader)
         if current_leader != self._last_leader:

@@ -5,6 +5,15 @@ a crash can neither lose nor duplicate lines, and the file's presence tells a
 new leader that the batch's deletes already happened (its outcomes are then
 taken from the file instead of a second delete that would only see
 "already gone").
+
+A ledger write is a side effect like a delete (I1, I3): it is fenced
+immediately before the write, and it is compare-and-set on the term. A file
+is written only if absent, or over a file of the same or an older term whose
+token is unchanged since it was read (POSIX: ``link`` for a new file, token
+check before the rename otherwise; S3: ``If-None-Match: *`` / ``If-Match``).
+So a deposed leader that wakes between its fence and its write cannot replace
+the file a newer term wrote for the same batch: its write fails, it re-reads,
+finds the newer term and stops with :class:`Superseded`.
 """
 
 from __future__ import annotations
@@ -14,10 +23,30 @@ from collections.abc import Iterable, Iterator
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import NamedTuple
 
-from lethe.journal import Intent
-from lethe.storage.base import DeleteResult, Outcome, Storage
+from lethe.journal import Intent, JournalError
+from lethe.storage import pausepoint
+from lethe.storage.base import (
+    ConflictError,
+    DeleteResult,
+    Fence,
+    Outcome,
+    Storage,
+    StorageError,
+    no_fence,
+)
 
-__all__ = ["LedgerLine", "ledger_key", "read_batch", "read_run", "write_batch"]
+__all__ = ["LedgerLine", "Superseded", "ledger_key", "read_batch", "read_run", "write_batch"]
+
+#: ``replace_object``'s "only if absent" token (the same on both backends).
+_ABSENT = "-"
+#: Conditional writes retried after a lost race before giving up (each loss means
+#: the file changed under us; only a leader of a newer term writes it).
+_CAS_ATTEMPTS = 5
+
+
+class Superseded(JournalError):
+    """A newer term already wrote this batch's ledger file: this node was deposed
+    and must not act (its lines would replace what the newer leader observed)."""
 
 
 class LedgerLine(NamedTuple):
@@ -58,12 +87,19 @@ def _str(s: str) -> str:
 
 
 def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent: Intent,
-                results: Iterable[DeleteResult], when: float) -> list[LedgerLine]:
+                results: Iterable[DeleteResult], when: float, fence: Fence = no_fence
+                ) -> list[LedgerLine]:
     """Write (or rewrite) the ledger file of one batch; return its lines.
+
+    ``fence`` is called immediately before the write (and before each retry).
+    Raises :class:`Superseded` if a newer term's file for this batch exists, or
+    appears between our read and our write (see the module docstring).
 
     Each line is exactly :meth:`LedgerLine.to_json`, but formatted here from the
     batch's shared fields encoded once, not through a dict and an encoder per
     line: this runs once per deleted object."""
+    if pausepoint.ENABLED:
+        pausepoint.pause_point("ledger")
     # In sort_keys order: batch, detail, fingerprint, journal_index, key, outcome,
     # policy, rule, run_id, size, term, time.
     dumps = json.dumps
@@ -83,9 +119,40 @@ def write_batch(*, storage: Storage, root: str, policy: str, run_id: str, intent
         text.append(f'{pre}{_str(r.detail)}, "fingerprint": {_str(e.fingerprint)}{index}'
                     f'{_str(r.key)}, "outcome": {_str(outcome)}{pol}{_str(e.rule)}{run}'
                     f'{int.__repr__(e.size)}{end}')  # json's own int formatting
-    storage.replace_object(ledger_key(root=root, run_id=run_id, seq=intent.seq),
-                           "".join(text).encode())
-    return lines
+    key = ledger_key(root=root, run_id=run_id, seq=intent.seq)
+    body = "".join(text).encode()
+    for _ in range(_CAS_ATTEMPTS):
+        got = storage.read_object(key)
+        token = _ABSENT
+        if got is not None:
+            term = _term_of(got[0], key=key)
+            if term > intent.term:
+                raise Superseded(f"ledger {key} was written by term {term}; not replacing "
+                                 f"it with term {intent.term}'s")
+            token = got[1]
+        fence()
+        if pausepoint.ENABLED:
+            pausepoint.pause_point("ledger-put")
+        try:
+            storage.replace_object(key, body, if_match=token)
+        except ConflictError:
+            continue  # changed since we read it: read again, compare terms again
+        return lines
+    raise Superseded(f"ledger {key} kept changing under term {intent.term}'s write")
+
+
+def _term_of(data: bytes, *, key: str) -> int:
+    """The term of a ledger file (every line of a file has its writer's term);
+    -1 for an empty file (an empty batch): any writer may replace it. A file
+    whose first line has no readable term is not replaced: StorageError."""
+    first = data.split(b"\n", 1)[0].strip()
+    if not first:
+        return -1
+    try:
+        return int(json.loads(first)["term"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"ledger file {key}: no readable term on its first line "
+                           f"({type(exc).__name__}: {exc}); not replacing it") from None
 
 
 def _parse(data: bytes) -> list[LedgerLine]:

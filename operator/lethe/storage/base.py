@@ -135,10 +135,11 @@ class Storage(Protocol):
         """Delete up to 1,000 entries, re-checking each fingerprint first (I3); one
         result per entry, in order. Never raises for a single entry's failure.
 
-        ``fence`` is called before every delete request is sent (POSIX: before each
-        run of up to 64 unlinks) and raises when this node may no longer delete (I3:
-        only while its lease holds). Its exception propagates and nothing further
-        is deleted; the batch stays in flight for the next leader to finish."""
+        ``fence`` is called immediately before every delete request is sent (POSIX:
+        before every rename and every unlink) and raises when this node may no
+        longer delete (I3: only while its lease holds). Its exception propagates
+        and nothing further is deleted; the batch stays in flight for the next
+        leader to finish."""
         ...
 
     def read_object(self, key: str) -> tuple[bytes, str] | None:

@@ -50,6 +50,7 @@ from operator import attrgetter
 from typing import BinaryIO, Final
 
 from lethe.spec import PosixTarget
+from lethe.storage import pausepoint
 from lethe.storage.base import (
     INTERNAL_PREFIX,
     ConflictError,
@@ -85,8 +86,6 @@ _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
 _MAX_LISTING_ERRORS: Final = 100
 _name = attrgetter("name")
 _RENAME_NOREPLACE: Final = 1  # linux/fs.h
-#: Files deleted per lease check: a few milliseconds of unlinks on any filesystem.
-_FENCE_EVERY: Final = 64
 
 
 def _load_renameat2() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -473,16 +472,19 @@ class PosixStorage:
 
         With ``pruneEmptyDirs`` the directories emptied are then removed (see
         :meth:`prune_empty_dirs`). Entries are most efficient in listing order.
-        ``fence`` is called before each run of :data:`_FENCE_EVERY` files.
+
+        ``fence`` (I3) is called immediately before every rename and every
+        unlink, so a node that wakes from a pause with its lease lapsed
+        touches no further file. If it raises after this file's rename, the
+        file gets its name back first (never over a file created meanwhile):
+        undoing our own rename hides nothing from the next leader.
         """
         root_fd, dev = self._root()
         results: builtins.list[DeleteResult] = []
         walker = _DirWalker(root_fd, dev)
         try:
-            for n, entry in enumerate(entries):
-                if n % _FENCE_EVERY == 0:
-                    fence()
-                results.append(self._delete_one(walker, entry, dev))
+            for entry in entries:
+                results.append(self._delete_one(walker, entry, dev, fence))
         finally:
             walker.close()
         if self.target.pruneEmptyDirs:
@@ -490,7 +492,8 @@ class PosixStorage:
             self.pruned_dirs += len(self.prune_empty_dirs(gone))
         return results
 
-    def _delete_one(self, walker: _DirWalker, entry: Entry, dev: int) -> DeleteResult:
+    def _delete_one(self, walker: _DirWalker, entry: Entry, dev: int, fence: Fence
+                    ) -> DeleteResult:
         key = entry.key
         try:
             parts, name = _split(key)
@@ -519,6 +522,9 @@ class PosixStorage:
         # rename shows in the fingerprint. (Stat, then unlink, lost a write landing
         # between the two: chaos seed 4102.)
         tmp = _QUARANTINE + hashlib.sha256(os.fsencode(name)).hexdigest()[:20]
+        if pausepoint.ENABLED:
+            pausepoint.pause_point("rename")
+        fence()  # raises when this node may no longer act: nothing renamed
         try:
             self._quarantine(dfd, name, tmp)
         except FileExistsError:
@@ -542,6 +548,11 @@ class PosixStorage:
         if current != entry.fingerprint:
             return self._restore(dfd, tmp, name, key, Outcome.CHANGED_SKIPPED,
                                  f"fingerprint {current} != {entry.fingerprint}")
+        try:
+            fence()
+        except BaseException:
+            self._restore(dfd, tmp, name, key, Outcome.ERROR, "lease lapsed")
+            raise
         try:
             os.unlink(tmp, dir_fd=dfd)
         except FileNotFoundError:

@@ -59,6 +59,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lethe.spec import S3Target
+from lethe.storage import pausepoint
 from lethe.storage.base import (
     DELETE_MARKER,
     INTERNAL_PREFIX,
@@ -209,6 +210,19 @@ class S3Storage:
                 "s3", endpoint_url=target.endpoint, region_name=target.region or "us-east-1",
                 aws_access_key_id=access_key, aws_secret_access_key=secret_key, config=config)
         self.client: S3Client = client
+        # I3 at the last moment botocore offers: every DeleteObject(s) *attempt*,
+        # retries included (they may go out seconds later), calls the fence of the
+        # running delete after signing, just before the socket write.
+        self._send_fence: Fence = no_fence
+        for op in ("DeleteObject", "DeleteObjects"):
+            client.meta.events.register(f"before-send.s3.{op}", self._fence_send)
+
+    def _fence_send(self, **_kwargs: Any) -> None:
+        """botocore ``before-send`` handler of delete requests: raising here stops
+        the request unsent (botocore does not retry a non-network error)."""
+        if pausepoint.ENABLED:
+            pausepoint.pause_point("s3-delete")
+        self._send_fence()
 
     def __repr__(self) -> str:  # never the credentials
         return f"S3Storage({self.describe()!r})"
@@ -494,8 +508,13 @@ class S3Storage:
         """
         results: dict[int, DeleteResult] = {}
         numbered = list(enumerate(entries))
-        for start in range(0, len(numbered), MAX_DELETE_KEYS):
-            results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS], fence))
+        self._send_fence = fence  # and again before each attempt is sent (_fence_send)
+        try:
+            for start in range(0, len(numbered), MAX_DELETE_KEYS):
+                results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS],
+                                                  fence))
+        finally:
+            self._send_fence = no_fence
         return [results[i] for i in range(len(entries))]
 
     def _delete_chunk(self, chunk: Sequence[tuple[int, Entry]], fence: Fence
@@ -783,6 +802,15 @@ class S3Storage:
         reported as ``LOCKED``. One DeleteObjects per 1,000 entries.
         """
         results: builtins.list[DeleteResult] = []
+        self._send_fence = fence  # and again before each attempt is sent (_fence_send)
+        try:
+            self._delete_version_chunks(entries, fence, results)
+        finally:
+            self._send_fence = no_fence
+        return results
+
+    def _delete_version_chunks(self, entries: Sequence[Entry], fence: Fence,
+                               results: builtins.list[DeleteResult]) -> None:
         for start in range(0, len(entries), MAX_DELETE_KEYS):
             chunk = entries[start:start + MAX_DELETE_KEYS]
             groups: dict[tuple[str, str], list[Entry]] = {}
@@ -828,7 +856,6 @@ class S3Storage:
                 results.append(DeleteResult(e.key, r.outcome, r.detail or what)
                                if r else
                                DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
-        return results
 
     def abort_incomplete_uploads(self, older_than: float) -> int:
         """Abort multipart uploads under the prefix initiated before ``older_than``
