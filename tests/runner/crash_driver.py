@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from lethe.cli.main import _check_unfinished
 from lethe.raft.local import local_journal
 from lethe.runner.execute import Runner
 from lethe.spec import parse_policy
@@ -47,7 +48,10 @@ def main(argv: Sequence[str]) -> None:
             return inner.delete_batch(entries, **kw)
 
     # The same journal directory `lethe apply --state-dir STATE` uses.
-    with local_journal(data_dir=os.path.join(state, policy.namespace, policy.name)) as j:
+    data_dir = os.path.join(state, policy.namespace, policy.name)
+    with local_journal(data_dir=data_dir) as j:
+        # As `lethe apply` does before it starts a run: what spec it started with.
+        _check_unfinished(None, policy=policy, mode="Enforce", data_dir=data_dir, file=path)
         Runner(policy=policy, storage=Dying(), journal=j, batch_size=10).run(mode="Enforce")  # type: ignore[arg-type]
 
 
