@@ -1,22 +1,33 @@
-"""The opt-in kind suite: the Helm chart on a real (kind) cluster, three replicas.
+"""The end-to-end suite: the image and the Helm chart on a real cluster, three pods.
 
-Needs Docker, ``kind`` (pytest-kind downloads it), ``helm`` (``.cache/bin/helm`` or
-on ``PATH``) and ``pip install pytest-kind==22.11.1`` (``.[kind]``). It is
-**deselected** (not skipped: it is not counted) unless ``-m kind`` or ``LETHE_KIND=1``
-is given. Nothing is built or loaded: the operator image must already be in the
-cluster (``kind load docker-image``) or pullable. See docs/testing.md.
+The test bodies do not depend on how the cluster was made. ``LETHE_E2E_CLUSTER``:
 
-Environment:
+* ``node`` (default): the project's one-node cluster on this machine
+  (``scripts/node-cluster.sh up``, started here if it is not running; ``make e2e``
+  builds the image and the binaries first and stops the cluster afterwards).
+* ``kind``: a kind cluster through pytest-kind (``pip install pytest-kind==22.11.1``,
+  Docker, a registry or ``kind load docker-image``).
+* ``kubeconfig``: any cluster, given ``LETHE_E2E_KUBECONFIG`` and ``LETHE_E2E_IMAGE``
+  (an image the nodes can pull or already have). The shared "NFS" directory is a
+  hostPath: the cluster must have one node, on this machine (``LETHE_E2E_DATA_NODE``
+  is where the node sees ``LETHE_E2E_DATA``).
 
-* ``LETHE_KIND_IMAGE`` — the image, ``repository:tag`` (default the chart's:
-  ``ghcr.io/lethe-io/lethe:0.1.0``).
-* ``LETHE_KIND_CLUSTER`` — kind cluster name (default ``lethe-kind``); an existing
-  cluster of that name is reused (it must have been created with the same
-  ``extraMounts``, see :func:`kind_config`).
-* ``LETHE_KIND_DATA`` — host directory shared into the node as the "NFS" export
-  (default ``/tmp/lethe-kind-data``).
-* ``LETHE_KIND_DELETE=1`` — delete the cluster afterwards (default: keep it, since
-  the image was loaded into it by hand).
+The suite is **deselected** (not skipped, not counted) unless ``-m e2e`` or
+``LETHE_E2E=1`` is given. See docs/testing.md.
+
+Environment (defaults for ``node``):
+
+* ``LETHE_E2E_IMAGE`` — image ``repository:tag`` [``.cache/image/lethe.ref``, else
+  ``lethe.local/lethe:dev``; kind: ``ghcr.io/lethe-io/lethe:0.1.0``].
+* ``LETHE_E2E_DATA`` — host directory mounted into every pod at ``/data``, the
+  stand-in for the NFS export [``/tmp/lethe-e2e-data``].
+* ``LETHE_E2E_DATA_NODE`` — the same directory as the node sees it [same path;
+  kind: ``/lethe-data``, its ``extraMounts``].
+* ``LETHE_E2E_S3_HOST`` — the address of this host as pods reach it, where the
+  test's S3 server listens [node: the bridge address ``10.244.0.1``; kind and
+  kubeconfig: must be given for the S3 test, else it is skipped].
+* ``LETHE_E2E_KIND_CLUSTER`` — kind cluster name [``lethe-kind``];
+  ``LETHE_E2E_KIND_DELETE=1`` deletes it afterwards.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +50,26 @@ from tests.fixtures.waiting import wait_for as shared_wait_for
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CHART = REPO / "charts" / "lethe"
-CLUSTER = os.environ.get("LETHE_KIND_CLUSTER", "lethe-kind")
-IMAGE = os.environ.get("LETHE_KIND_IMAGE", "ghcr.io/lethe-io/lethe:0.1.0")
-DATA_HOST = Path(os.environ.get("LETHE_KIND_DATA", "/tmp/lethe-kind-data"))
-DATA_NODE = "/lethe-data"  # the host directory, inside the kind node
-MOUNT = "/data"  # ... inside the operator pods (config.allowedRoots)
+BIN = REPO / ".cache" / "bin"
+TARGET = os.environ.get("LETHE_E2E_CLUSTER", "node")
+if os.environ.get("LETHE_E2E_KUBECONFIG") and "LETHE_E2E_CLUSTER" not in os.environ:
+    TARGET = "kubeconfig"
+KIND_CLUSTER = os.environ.get("LETHE_E2E_KIND_CLUSTER", "lethe-kind")
+
+
+def _default_image() -> str:
+    if TARGET == "kind":
+        return "ghcr.io/lethe-io/lethe:0.1.0"
+    ref = REPO / ".cache" / "image" / "lethe.ref"
+    return ref.read_text().strip() if ref.exists() else "lethe.local/lethe:dev"
+
+
+IMAGE = os.environ.get("LETHE_E2E_IMAGE") or _default_image()
+DATA_HOST = Path(os.environ.get("LETHE_E2E_DATA", "/tmp/lethe-e2e-data"))
+DATA_NODE = os.environ.get("LETHE_E2E_DATA_NODE") or (
+    "/lethe-data" if TARGET == "kind" else str(DATA_HOST))
+S3_HOST = os.environ.get("LETHE_E2E_S3_HOST") or ("10.244.0.1" if TARGET == "node" else "")
+MOUNT = "/data"  # the shared directory inside the operator pods (config.allowedRoots)
 NS = "lethe-system"
 RELEASE = "lethe"
 HTTP_PORT = 8080
@@ -53,16 +79,16 @@ SELECTOR = f"app.kubernetes.io/name=lethe,app.kubernetes.io/instance={RELEASE}"
 # -- opt-in: deselect unless asked for ----------------------------------------------
 
 
-def kind_requested(config: pytest.Config) -> bool:
-    """``LETHE_KIND=1``, or a ``-m`` expression that selects ``kind`` (not ``not kind``)."""
-    if os.environ.get("LETHE_KIND") == "1":
+def e2e_requested(config: pytest.Config) -> bool:
+    """``LETHE_E2E=1``, or a ``-m`` expression that selects ``e2e`` (not ``not e2e``)."""
+    if os.environ.get("LETHE_E2E") == "1":
         return True
     expr = str(config.getoption("markexpr", "") or "")
-    return re.search(r"(?<!not )\bkind\b", expr) is not None
+    return re.search(r"(?<!not )\be2e\b", expr) is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if kind_requested(config):
+    if e2e_requested(config):
         return
     mine = [i for i in items if i.path.is_relative_to(HERE)]
     if mine:
@@ -70,43 +96,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if not i.path.is_relative_to(HERE)]
 
 
-# -- the cluster ----------------------------------------------------------------------
-
-
-def kind_config() -> dict[str, Any]:
-    """One node; the host's DATA_HOST appears in it as DATA_NODE (our stand-in for NFS:
-    every pod mounts the same directory, as every pod would mount the same export)."""
-    return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
-            "nodes": [{"role": "control-plane",
-                       "extraMounts": [{"hostPath": str(DATA_HOST),
-                                        "containerPath": DATA_NODE}]}]}
-
-
 def wait_for(cond: Callable[[], Any], *, timeout: float, what: str,
              interval: float = 2.0) -> Any:
-    """Kubernetes on kind moves slowly: poll every 2 s."""
+    """Kubernetes moves slowly: poll every 2 s."""
     return shared_wait_for(cond, timeout=timeout, what=what, interval=interval)
 
 
+def tool(name: str) -> str:
+    """A binary from .cache/bin (scripts/build-tools.sh), else from PATH."""
+    p = BIN / name
+    if os.access(p, os.X_OK):
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} not found (.cache/bin or PATH)")
+    return found
+
+
+# -- the cluster, however it was made -------------------------------------------------
+
+
 @dataclass
-class Kind:
-    """A kind cluster (pytest-kind's KindCluster) plus helm, and Lethe-specific probes."""
+class Cluster:
+    """kubectl and helm against one cluster, plus Lethe-specific probes."""
 
-    cluster: Any  # pytest_kind.KindCluster (untyped)
-    helm_bin: str
+    kubeconfig: str
+    kind: str  # node | kind | kubeconfig
+    kubectl_bin: str = field(default_factory=lambda: tool("kubectl"))
+    helm_bin: str = field(default_factory=lambda: tool("helm"))
 
-    @property
-    def kubeconfig(self) -> str:
-        return str(self.cluster.kubeconfig_path)
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 120) -> str:
+        proc = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+                              input=input, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc.stdout
 
-    def kubectl(self, *args: str, input: str | None = None) -> str:
-        # pytest-kind: subprocess.check_output with KUBECONFIG set; raises on failure.
-        return str(self.cluster.kubectl(*args, input=input))
-
-    def try_kubectl(self, *args: str) -> str | None:
+    def try_kubectl(self, *args: str, timeout: float = 30) -> str | None:
         try:
-            return str(self.cluster.kubectl(*args, stderr=subprocess.DEVNULL))
-        except subprocess.CalledProcessError:
+            return self.kubectl(*args, timeout=timeout)
+        except (AssertionError, subprocess.TimeoutExpired):
             return None
 
     def apply(self, *objs: dict[str, Any]) -> None:
@@ -159,31 +189,60 @@ class Kind:
     def logs(self, pod: str) -> str:
         return self.try_kubectl("logs", pod, "-n", NS, "-c", "lethe") or ""
 
+    def recycle_volumes(self) -> None:
+        """Offer the journal volumes again after their claims were deleted (the node
+        cluster's static local volumes; other clusters provision dynamically)."""
+        if self.kind == "node":
+            subprocess.run([str(REPO / "scripts" / "node-cluster.sh"), "volumes"],
+                           check=True, timeout=120, capture_output=True)
+
     def diagnose(self) -> str:
         """What went wrong with the pods (an image that is not there, most often)."""
         out = self.try_kubectl("describe", "pods", "-n", NS, "-l", SELECTOR) or ""
         hint = ""
         if "ErrImagePull" in out or "ImagePullBackOff" in out:
-            hint = (f"\nThe image {IMAGE} is not in the cluster: build it and run "
-                    f"`kind load docker-image {IMAGE} --name {CLUSTER}` (docs/testing.md).")
+            hint = (f"\nThe image {IMAGE} is not in the cluster: `make image` (node), "
+                    f"or `kind load docker-image {IMAGE} --name {KIND_CLUSTER}` (kind).")
         return out[-6000:] + hint
 
 
+def _node_cluster() -> str:
+    """Start (or reuse) the project's node cluster; its kubeconfig path."""
+    proc = subprocess.run([str(REPO / "scripts" / "node-cluster.sh"), "up"],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/node-cluster.sh up failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="session")
-def kind() -> Iterator[Kind]:
-    pytest_kind = pytest.importorskip(
-        "pytest_kind", reason="the kind suite needs `pip install pytest-kind==22.11.1`")
-    helm = str(REPO / ".cache" / "bin" / "helm")
-    if not os.access(helm, os.X_OK):
-        helm = shutil.which("helm") or pytest.fail("helm not found (.cache/bin or PATH)")
+def cluster() -> Iterator[Cluster]:
     DATA_HOST.mkdir(parents=True, exist_ok=True)
     DATA_HOST.chmod(0o777)  # the operator runs as uid 65532
-    config = DATA_HOST / f".kind-{CLUSTER}.yaml"
-    config.write_text(yaml.safe_dump(kind_config()))
-    cluster = pytest_kind.KindCluster(CLUSTER)
-    cluster.create(config_file=config)  # reuses an existing cluster of that name
-    try:
-        yield Kind(cluster=cluster, helm_bin=helm)
-    finally:
-        if os.environ.get("LETHE_KIND_DELETE") == "1":
-            cluster.delete()
+    if TARGET == "node":
+        yield Cluster(kubeconfig=_node_cluster(), kind="node")
+    elif TARGET == "kubeconfig":
+        kc = os.environ.get("LETHE_E2E_KUBECONFIG") or pytest.fail(
+            "LETHE_E2E_CLUSTER=kubeconfig needs LETHE_E2E_KUBECONFIG")
+        yield Cluster(kubeconfig=kc, kind="kubeconfig")
+    elif TARGET == "kind":
+        pytest_kind = pytest.importorskip(
+            "pytest_kind", reason="the kind target needs `pip install pytest-kind==22.11.1`")
+        config = DATA_HOST / f".kind-{KIND_CLUSTER}.yaml"
+        # One node; the host's DATA_HOST appears in it as DATA_NODE (every pod mounts
+        # the same directory, as every pod would mount the same NFS export).
+        config.write_text(yaml.safe_dump({
+            "kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "nodes": [{"role": "control-plane",
+                       "extraMounts": [{"hostPath": str(DATA_HOST),
+                                        "containerPath": DATA_NODE}]}]}))
+        kc_cluster = pytest_kind.KindCluster(KIND_CLUSTER)
+        kc_cluster.create(config_file=config)  # reuses an existing cluster of that name
+        try:
+            yield Cluster(kubeconfig=str(kc_cluster.kubeconfig_path), kind="kind",
+                          kubectl_bin=str(kc_cluster.kubectl_path))
+        finally:
+            if os.environ.get("LETHE_E2E_KIND_DELETE") == "1":
+                kc_cluster.delete()
+    else:
+        pytest.fail(f"LETHE_E2E_CLUSTER={TARGET!r}: expected node, kind or kubeconfig")
