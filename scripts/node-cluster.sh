@@ -534,12 +534,31 @@ down_processes() {
     done
 }
 
+# What kube-proxy --cleanup leaves: the kubelet's own KUBE-FIREWALL and
+# KUBE-KUBELET-CANARY chains (filter, nat, mangle; IPv4 and IPv6) and the jumps to
+# them. Nothing else on this machine makes KUBE-* chains.
+cleanup_kube_chains() {
+    local ipt table line chains c
+    for ipt in iptables ip6tables; do
+        command -v "$ipt" >/dev/null || continue
+        for table in filter nat mangle; do
+            while read -r line; do
+                eval "$ipt -t $table -D ${line#-A }" 2>/dev/null || true
+            done < <("$ipt" -t "$table" -S 2>/dev/null | grep -E '^-A [^ ]+ .*-j KUBE-' | grep -vE '^-A KUBE-' || true)
+            chains="$("$ipt" -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}')"
+            for c in $chains; do "$ipt" -t "$table" -F "$c" 2>/dev/null || true; done
+            for c in $chains; do "$ipt" -t "$table" -X "$c" 2>/dev/null || true; done
+        done
+    done
+}
+
 down() {
     down_processes
     # Service rules: kube-proxy removes its own chains.
     if [[ -x "$BIN/kube-proxy" ]]; then
         "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
     fi
+    cleanup_kube_chains
     unmount_ours
     # Pod network namespaces (containerd names them cni-*; nothing else on this
     # machine runs a CRI runtime) and the bridge, which takes the veths with it.
