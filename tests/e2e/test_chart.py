@@ -233,26 +233,6 @@ def test_killing_the_leader_pod_elects_another(release: Cluster) -> None:
     assert policy_leader(c, "after-failover") in (new, c.leader())
 
 
-def test_scale_to_five_and_back_to_three(release: Cluster) -> None:
-    c = release
-    c.helm("upgrade", RELEASE, str(CHART), "--namespace", NS, "--reuse-values",
-           "--set", "replicaCount=5", "--wait", "--timeout", "10m")
-    wait_for(lambda: len(c.ready_pods()) == 5, timeout=300, what="5 ready pods")
-    wait_for(lambda: (ld := c.leader()) and c.members(ld) == 5, timeout=180,
-             what="a Raft cluster of 5")
-    c.helm("upgrade", RELEASE, str(CHART), "--namespace", NS, "--reuse-values",
-           "--set", "replicaCount=3", "--wait", "--timeout", "10m")
-    wait_for(lambda: c.ready_pods() == [f"{RELEASE}-{i}" for i in range(3)],
-             timeout=300, what="pods 3 and 4 gone")
-    # The removed replicas left Raft on their way out: the quorum is 2 of 3 again.
-    leader = wait_for(lambda: (ld := c.leader()) and c.members(ld) == 3 and ld,
-                      timeout=180, what="a Raft cluster of 3")
-    for pod in c.ready_pods():
-        assert c.members(pod) == 3, (pod, c.raft(pod))
-    run_job(c, "after-scale")
-    assert policy_leader(c, "after-scale") == leader
-
-
 def _password(c: Cluster) -> str:
     secrets = json.loads(c.kubectl("get", "secrets", "-n", NS, "-o", "json"))["items"]
     raft = [s for s in secrets if "password" in (s.get("data") or {})]
@@ -300,15 +280,38 @@ def test_sigterm_ends_a_pod_within_its_grace_period(release: Cluster) -> None:
              what="3 Raft members")
 
 
+def test_scale_to_five_and_back_to_three(release: Cluster) -> None:
+    c = release
+    c.helm("upgrade", RELEASE, str(CHART), "--namespace", NS, "--reuse-values",
+           "--set", "replicaCount=5", "--wait", "--timeout", "10m")
+    wait_for(lambda: len(c.ready_pods()) == 5, timeout=300, what="5 ready pods")
+    wait_for(lambda: (ld := c.leader()) and c.members(ld) == 5, timeout=180,
+             what="a Raft cluster of 5")
+    c.helm("upgrade", RELEASE, str(CHART), "--namespace", NS, "--reuse-values",
+           "--set", "replicaCount=3", "--wait", "--timeout", "10m")
+    wait_for(lambda: c.ready_pods() == [f"{RELEASE}-{i}" for i in range(3)],
+             timeout=300, what="pods 3 and 4 gone")
+    # The removed replicas left Raft on their way out: the quorum is 2 of 3 again.
+    leader = wait_for(lambda: (ld := c.leader()) and c.members(ld) == 3 and ld,
+                      timeout=180, what="a Raft cluster of 3")
+    for pod in c.ready_pods():
+        assert c.members(pod) == 3, (pod, c.raft(pod))
+    run_job(c, "after-scale")
+    assert policy_leader(c, "after-scale") == leader
+
+
 def test_helm_uninstall_leaves_crds_and_data(release: Cluster) -> None:
     c = release
-    kept = sorted(p.name for p in (DATA_HOST / "first").iterdir())
+    # A policy and old files it would delete if it ever ran (it has no schedule).
+    files("kept", 5, age_days=40, prefix="old")
+    c.apply(policy("kept", "kept"))
+    kept = sorted(p.name for p in (DATA_HOST / "kept").iterdir())
     c.helm("uninstall", RELEASE, "--namespace", NS, "--wait")
     wait_for(lambda: not c.pods(), timeout=180, what="the pods gone")
     for crd in (RP, CJ):
         assert c.try_kubectl("get", "crd", crd), f"{crd} removed by helm uninstall"
-    assert c.get(RP, "first", APP_NS), "policies removed by helm uninstall"
-    assert sorted(p.name for p in (DATA_HOST / "first").iterdir()) == kept
+    assert c.get(RP, "kept", APP_NS), "policies removed by helm uninstall"
+    assert sorted(p.name for p in (DATA_HOST / "kept").iterdir()) == kept
     claims = json.loads(c.kubectl("get", "pvc", "-n", NS, "-o", "json"))["items"]
     assert len(claims) >= 3, "journal claims removed by helm uninstall"
 
