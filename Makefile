@@ -10,13 +10,18 @@ TRIALS ?= 10
 CI_TRIALS ?= 10
 CI_SEED ?= 5000
 
-.PHONY: help venv tools cluster cluster-down run test lint unit bench chaos manifests clean
+.PHONY: help venv tools cluster cluster-down run test lint unit bench chaos manifests clean \
+	node-tools image node-cluster node-cluster-down e2e
 
 help:
 	@echo "make run           local control plane + 3 replicas + demo storage"
 	@echo "make test          everything CI runs (lint, types, tests on real parts)"
 	@echo "make cluster       start kube-apiserver+etcd on loopback (.cache/kubeconfig)"
 	@echo "make cluster-down  stop it"
+	@echo "make image         the operator image from the Dockerfile, on a local Debian base"
+	@echo "make node-cluster  a real one-node Kubernetes cluster here (kubelet, containerd)"
+	@echo "make node-cluster-down  stop it, leaving nothing running"
+	@echo "make e2e           image + node cluster + helm install + the end-to-end suite"
 	@echo "make bench         benchmarks against find, rclone, aws CLI"
 	@echo "make manifests     render manifests/install.yaml from the Helm chart"
 
@@ -47,6 +52,27 @@ test: venv tools lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 	if [ "$(CI_TRIALS)" -gt 0 ]; then $(PY) -m tests.chaos --trials $(CI_TRIALS) --seed $(CI_SEED) --quick; fi
 
+# The test node cluster (scripts/node-cluster.sh): kubelet, controller-manager,
+# scheduler, kube-proxy and CoreDNS on top of the tools above.
+node-tools:
+	scripts/build-tools.sh --node
+
+image:
+	scripts/image.sh build
+
+node-cluster: node-tools image
+	scripts/node-cluster.sh up
+
+node-cluster-down:
+	scripts/node-cluster.sh down
+
+# The end-to-end suite on three real pods (tests/e2e); the cluster is stopped
+# afterwards whether the suite passed or not.
+e2e: venv node-tools image
+	scripts/node-cluster.sh up
+	rc=0; LETHE_E2E=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e || rc=$$?; \
+	  scripts/node-cluster.sh down; exit $$rc
+
 run: venv tools
 	$(PY) scripts/demo.py
 
@@ -66,5 +92,5 @@ chaos: venv tools
 manifests: tools
 	scripts/render-manifests.sh
 
-clean: cluster-down
+clean: cluster-down node-cluster-down
 	rm -rf $(CACHE) $(VENV)

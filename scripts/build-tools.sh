@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kubectl, etcd and helm from the Go module proxy into
-# .cache/bin/, pinned by tools/versions.env. A binary is rebuilt only when its
-# stamp (version + go.mod/go.sum hash + Go version) changes, so a warm run is
-# about a second. Builds run one after another: CI machines have 2 cores and
-# the Kubernetes build alone saturates them.
+# .cache/bin/, pinned by tools/versions.env. With --node, also what the test
+# node cluster (scripts/node-cluster.sh) runs: kubelet, kube-controller-manager,
+# kube-scheduler, kube-proxy (same pinned k8s.io/kubernetes) and CoreDNS.
+# A binary is rebuilt only when its stamp (version + go.mod/go.sum hash + Go
+# version) changes, so a warm run is about a second. Builds run one after
+# another: CI machines have 2 cores and the Kubernetes build alone saturates them.
 set -euo pipefail
+
+NODE=0
+case "${1:-}" in
+    "") ;;
+    --node) NODE=1 ;;
+    *) echo "usage: $0 [--node]" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${LETHE_BIN_DIR:-$ROOT/.cache/bin}"
@@ -39,6 +48,7 @@ check_pin() { # module-dir module version
 check_pin k8s k8s.io/kubernetes "$K8S_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+check_pin coredns github.com/coredns/coredns "$COREDNS_VERSION"
 if grep -E '=> k8s.io/[a-z-]+ v' "$ROOT/tools/k8s/go.mod" | grep -vq " $K8S_STAGING_VERSION\$"; then
     die "tools/k8s/go.mod replaces a staging module with a version other than $K8S_STAGING_VERSION"
 fi
@@ -80,5 +90,12 @@ build kube-apiserver k8s k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION" "${
 build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$K8S_VERSION" "${k8s_ldflags[@]}"
 build helm helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
     "-X=helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+if ((NODE)); then
+    for cmd in kubelet kube-controller-manager kube-scheduler kube-proxy; do
+        build "$cmd" k8s "k8s.io/kubernetes/cmd/$cmd" "$K8S_VERSION" "${k8s_ldflags[@]}"
+    done
+    build coredns coredns lethe.io/tools/coredns "$COREDNS_VERSION" \
+        "-X=github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+fi
 
 log "all tools ready in $BIN ($((SECONDS - total_start))s)"
