@@ -141,7 +141,8 @@ def test_posix_resumed_batch_does_not_claim_a_recreated_file_was_skipped(
     old = [f"d{i % 3}/old-{i:03d}.bin" for i in range(40)]
     for k in old:
         make_file(root, k, age_days=60)
-    spec = posix_policy(root, "recreated", rules={"maxAge": "30d"})
+    spec = posix_policy(root, "recreated", rules={"maxAge": "30d"},
+                        safety={"allowDeleteAll": True})  # every file is old on purpose
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(spec))
     state = tmp_path / "state"
@@ -194,7 +195,8 @@ def test_s3_resumed_batch_does_not_claim_a_recreated_key_was_skipped(
            "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "p/",
                                       "endpoint": s3_server.endpoint, "region": "us-east-1",
                                       "forcePathStyle": True}},
-                    "rules": {"maxAge": "2s"}, "mode": "Enforce", "batchSize": 10}}
+                    "rules": {"maxAge": "2s"}, "mode": "Enforce", "batchSize": 10,
+                    "safety": {"allowDeleteAll": True}}}  # every key is old on purpose
     policy = parse_policy(doc)
     # S3 has no utime: the objects age for real. Older than 2 s at the run's clock
     # (LastModified has whole seconds); the writer's later objects are younger than it,
