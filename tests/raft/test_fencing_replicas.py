@@ -252,7 +252,8 @@ def _s3_setup(s3_server: S3Server, bucket: str) -> tuple[list[str], dict[str, An
               "spec": {"target": {"s3": {"bucket": bucket, "prefix": "tmp/",
                                          "endpoint": s3_server.endpoint,
                                          "region": "us-east-1", "forcePathStyle": True}},
-                       "mode": "Enforce", "rules": {"maxAge": "2s"}}}
+                       "mode": "Enforce", "rules": {"maxAge": "2s"},
+                       "safety": {"allowDeleteAll": True}}}  # all old on purpose
     time.sleep(3)  # the server's clock has whole seconds: every object is > 2 s old
     return old, policy
 
