@@ -359,8 +359,8 @@ def test_rbac_is_exactly_the_table(helm_env: dict[str, str]) -> None:
 def test_rbac_namespaced_mode(helm_env: dict[str, str]) -> None:
     docs = _template(helm_env, "config.watchNamespaces={apps,media}")
     # kopf observes Namespaces when it watches listed ones (names only).
-    assert _rules(_one(docs, "ClusterRole", "lethe")) == CLUSTER_RULES + [
-        ([""], ["namespaces"], ["list", "watch"])]
+    assert _rules(_one(docs, "ClusterRole", "lethe")) == [
+        *CLUSTER_RULES, ([""], ["namespaces"], ["list", "watch"])]
     roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "lethe"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["apps", "media"]
     for role in roles:

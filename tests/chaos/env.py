@@ -115,10 +115,15 @@ class ChaosReplicas(LocalReplicas):
 
 
 def new_replicas(shared: Shared, workdir: Path, *, data_root: Path,
-                 namespace: str) -> ChaosReplicas:
+                 namespace: str, pause_at: str = "") -> ChaosReplicas:
+    """``pause_at`` (``rename:N``, ``s3-delete:N`` or ``ledger:N``): the first replica
+    to reach that step SIGSTOPs itself there, once per trial (see
+    lethe.storage.pausepoint); the nemesis wakes it (:meth:`Nemesis.timed_pause`)."""
+    env = {"LETHE_ALLOWED_ROOTS": str(data_root), "LETHE_LOG_FORMAT": "json",
+           "LETHE_TICK_SECONDS": "0.5", "LETHE_STARTING_DEADLINE_SECONDS": "120"}
+    if pause_at:
+        env["LETHE_TEST_PAUSE_AT"] = pause_at
+        env["LETHE_TEST_PAUSE_ONCE"] = str(workdir / "paused-once")
     return ChaosReplicas(
         count=3, workdir=workdir, kubeconfigs=shared.identities,
-        password=secrets.token_hex(16), python=sys.executable,
-        env={"LETHE_ALLOWED_ROOTS": str(data_root), "LETHE_LOG_FORMAT": "json",
-             "LETHE_TICK_SECONDS": "0.5",
-             "LETHE_STARTING_DEADLINE_SECONDS": "120"})
+        password=secrets.token_hex(16), python=sys.executable, env=env)

@@ -296,6 +296,7 @@ class Nemesis(threading.Thread):
         self.stop = threading.Event()
         self.log: list[str] = []
         self.died: str | None = None
+        self._woken = False
 
     def _victim(self, leader: bool) -> int:
         if leader:
@@ -313,10 +314,39 @@ class Nemesis(threading.Thread):
         except BaseException:  # recorded: a dead nemesis fails the trial
             self.died = traceback.format_exc()
 
+    def timed_pause(self) -> None:
+        """A replica that paused itself at its pause point (``paused-once`` names its
+        pid): it stays stopped while another leader takes over and for a while
+        after, then is woken. Counted as fault ``pause-at-<point>``."""
+        once = self.reps.workdir / "paused-once"
+        if self._woken or not once.exists():
+            return
+        pid_text, _, point = once.read_text().partition(" ")
+        if not pid_text.strip().isdigit():
+            return  # being written
+        pid = int(pid_text)
+        stopped = False
+        with contextlib.suppress(OSError):
+            stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        if not stopped:
+            self._woken = True  # killed meanwhile, or not ours to wake
+            return
+        kind = "pause-at-" + point.strip().split(":")[0]
+        if self.watch is not None:
+            self.watch.fault = kind
+        self.faults[kind] += 1
+        hold = self.rng.uniform(3.0, 10.0)
+        self._note(f"{kind} pid {pid} ({point.strip()}) for {hold:.1f}s")
+        self.stop.wait(hold)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        self._woken = True
+
     def _run(self) -> None:
         kinds = [k for k, _ in self.KINDS]
         weights = [w for _, w in self.KINDS]
         while not self.stop.wait(self.rng.uniform(0.3, 2.0)):
+            self.timed_pause()
             kind = self.rng.choices(kinds, weights)[0]
             hold = self.rng.uniform(0.5, 5.0)
             try:
@@ -443,7 +473,14 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         s3_old = [f"p{i % 5}/old-{i:05d}" for i in range(sizes.s3_old)] + \
                  [f"keep/k-{i:03d}" for i in range(20)]
         make_s3(rng, rec, client, s3_old, lock)
-        reps = new_replicas(shared, workdir / "ops", data_root=data, namespace=ns)
+        # One pause timed to land on a side effect (issue #17): a delete rename, an
+        # S3 delete request or a ledger write, at a random arrival.
+        point = rng.choice(["rename", "s3-delete", "ledger"])
+        nth = {"rename": rng.randint(1, 150), "s3-delete": rng.randint(1, 20),
+               "ledger": rng.randint(1, 3)}[point]
+        pause_at = f"{point}:{nth}"
+        reps = new_replicas(shared, workdir / "ops", data_root=data, namespace=ns,
+                            pause_at=pause_at)
         reps.start()
         reps.wait_ready(timeout=120)
         reps.wait_leader(timeout=30)
@@ -470,6 +507,7 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         watch.start()
         nemesis = Nemesis(reps, random.Random(seed * 7919), faults,
                           lambda: _ledger_files(rec.posix_root), watch)
+        nemesis._note(f"timed pause armed at {pause_at}")
         writers.start()
         consumer.start()
         jobs: list[str] = []
