@@ -53,6 +53,7 @@ def setup_logging(*, fmt: str = "json", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # kopf and urllib3 are chatty at INFO about every watch; keep the story readable.
-    logging.getLogger("kopf").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    # Never below WARNING, whatever --log-level says: the kubernetes client logs whole
+    # response bodies at DEBUG (a Secret's data, base64), botocore request headers.
+    for name in ("kopf", "urllib3", "botocore", "boto3", "s3transfer", "kubernetes"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -421,7 +421,13 @@ def _target(raw: Any, path: str) -> PosixTarget | S3Target:
                         accessKeyIdKey=_str(r, "accessKeyIdKey", rp) or "AWS_ACCESS_KEY_ID",
                         secretAccessKeyKey=_str(r, "secretAccessKeyKey", rp)
                         or "AWS_SECRET_ACCESS_KEY")
-    return S3Target(bucket=bucket, prefix=_str(s, "prefix", sp) or "",
+    prefix = _str(s, "prefix", sp) or ""
+    if prefix and not prefix.endswith("/"):
+        # Keys are relative to the prefix as to a folder (globs, manifest, ledger):
+        # "tmp" would make tmp/x the key "/x" and put the manifest at "tmpmanifest.json".
+        raise SpecError(f"{sp}.prefix", f"{_short(prefix)} must end with '/' (a folder): "
+                                        f"write {_short(prefix + '/')}")
+    return S3Target(bucket=bucket, prefix=prefix,
                     endpoint=_endpoint(s, sp), region=_str(s, "region", sp),
                     forcePathStyle=_bool(s, "forcePathStyle", sp), credentialsSecretRef=ref,
                     noncurrentVersionsMaxAge=_fixed_dur(s, "noncurrentVersionsMaxAge", sp),

@@ -181,8 +181,9 @@ def _check_unfinished(active: Any, *, policy: Policy, mode: str, data_dir: str,
 
 
 def _run_local(args: argparse.Namespace, *, mode: str) -> int:
+    from lethe.journal import JournalError
     from lethe.raft.local import local_journal
-    from lethe.runner.execute import LostLeadership, Runner
+    from lethe.runner.execute import Runner
     from lethe.storage.factory import open_storage
 
     # A run allocates a few short-lived tuples per listed object; at the default
@@ -204,7 +205,7 @@ def _run_local(args: argparse.Namespace, *, mode: str) -> int:
             _check_unfinished(j.read().runs.get(runner.key), policy=policy, mode=mode,
                               data_dir=data_dir, file=args.file)
             report = runner.run(mode=mode).as_dict()
-        except LostLeadership as e:
+        except JournalError as e:  # LostLeadership, a superseded ledger write
             raise SystemExit(f"lethe: {e}") from e
         finally:
             progress.done()

@@ -18,6 +18,7 @@ glob written either way matches both.
 
 from __future__ import annotations
 
+import posixpath
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,18 @@ def nfc(text: str) -> str:
     if text.isascii():
         return text
     return unicodedata.normalize("NFC", text)
+
+
+def _path_forms(key: str) -> tuple[str, ...]:
+    """``key`` and, for an S3 key that looks like an odd path (``a//b``, ``./keep/x``,
+    ``a/../keep/x``, ``/x``), the forms a reader of the glob would take it for: an
+    exclude protects a key if it matches any of them (globstar never matches ``.``
+    or ``..`` segments). Only excludes use this: more forms only ever keep more."""
+    if "//" not in key and "/." not in key and not key.startswith((".", "/")):
+        return (key,)
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    return (key, "/".join(parts), "/".join(p for p in parts if p != ".."),
+            posixpath.normpath("/" + key).lstrip("/"))
 
 
 def _compile(patterns: Sequence[str]) -> Any:
@@ -72,7 +85,7 @@ class Selector:
             return "internal .lethe/ file"
         if self._exclude is not None or self._include is not None:
             key = nfc(key)  # globs were compiled in NFC
-        if self._exclude is not None and self._exclude.match(key):
+        if self._exclude is not None and any(self._exclude.match(k) for k in _path_forms(key)):
             return "matches an exclude glob"
         if self._include is not None and not self._include.match(key):
             return "matches no include glob"

@@ -214,12 +214,15 @@ class S3Storage:
         # retries included (they may go out seconds later), calls the fence of the
         # running delete after signing, just before the socket write.
         self._send_fence: Fence = no_fence
+        self._undoing = threading.local()  # set while _check_marker undoes its marker
         for op in ("DeleteObject", "DeleteObjects"):
             client.meta.events.register(f"before-send.s3.{op}", self._fence_send)
 
     def _fence_send(self, **_kwargs: Any) -> None:
         """botocore ``before-send`` handler of delete requests: raising here stops
         the request unsent (botocore does not retry a non-network error)."""
+        if getattr(self._undoing, "active", False):
+            return  # taking back our own marker (see _check_marker)
         if pausepoint.ENABLED:
             pausepoint.pause_point("s3-delete")
         self._send_fence()
@@ -673,17 +676,23 @@ class S3Storage:
                                          f"{newest.get('VersionId')} written after it is current")
             why = ("no version behind it" if newest is None else
                    f"version {newest.get('VersionId')} was written before it")
+        # The before-send fence of delete requests must not stop the undo: a lease
+        # that lapsed between placing the marker and here would leave the overwrite
+        # hidden behind it, and noncurrentVersionsMaxAge would later expire it.
+        self._undoing.active = True  # this thread only: other workers stay fenced
         try:
             resp = self.client.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": full, "VersionId": marker}], "Quiet": False})
             errors = resp.get("Errors", [])
             if errors:
                 raise StorageError(f"{errors[0].get('Code', '?')}: {errors[0].get('Message', '')}")
-        except (ClientError, BotoCoreError, StorageError) as exc:
-            text = _errtext(exc) if not isinstance(exc, StorageError) else str(exc)
+        except Exception as exc:  # every failure is reported, never a lost marker
+            text = _errtext(exc) if isinstance(exc, (ClientError, BotoCoreError)) else str(exc)
             return Outcome.ERROR, (f"delete marker {marker} placed but {why}; removing the "
                                    f"marker failed ({text}): remove version {marker} of "
                                    f"{full!r} by hand")
+        finally:
+            self._undoing.active = False
         if unverified:  # nothing deleted: the planned version is current again
             return Outcome.ERROR, f"delete marker {marker} removed again (undo): {why}"
         outcome = Outcome.ALREADY_GONE if newest is None else Outcome.CHANGED_SKIPPED
