@@ -29,17 +29,18 @@ CJ = "cleanupjobs.lethe.io"
 DAY = 86400
 
 
-def chart_identities(kube: KubeCluster, *, workdir: Path) -> list[str]:
-    """Three ServiceAccounts bound by the chart's ClusterRole/Role; their kubeconfigs."""
+def chart_identities(kube: KubeCluster, *, workdir: Path, tag: str = "bad") -> list[str]:
+    """Three ServiceAccounts ``lethe-<tag>-<i>`` bound by the chart's ClusterRole/Role
+    (bindings of their own); their kubeconfigs."""
     kube.kubectl("create", "namespace", NS, check=False)
     # Own names, and own bindings: tests/operator proves I1 from the audit log by the
     # lethe-op-* identities of *its* replicas, on the same API server.
-    names = [f"lethe-bad-{i}" for i in range(3)]
+    names = [f"lethe-{tag}-{i}" for i in range(3)]
     for n in names:
         kube.kubectl("create", "serviceaccount", n, "-n", NS, check=False)
     for o in render_rbac():
         if o["kind"] in ("ClusterRoleBinding", "RoleBinding"):
-            o["metadata"]["name"] += "-badinput"
+            o["metadata"]["name"] += f"-{tag}"
             o["subjects"] = [{"kind": "ServiceAccount", "name": n, "namespace": NS}
                              for n in names]
         kube.apply(o)

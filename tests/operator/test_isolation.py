@@ -28,9 +28,10 @@ from typing import Any
 import pytest
 
 from lethe.devenv import LocalReplicas
+from tests.badinput.operators import chart_identities
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.waiting import wait_for
-from tests.operator.conftest import NS, condition, get, render_rbac, sa_kubeconfig
+from tests.operator.conftest import condition, get
 from tests.operator.test_operator import CJ, _upload, job, ns, policy
 
 WATCHED, UNWATCHED = "iso-watched", "iso-unwatched"
@@ -40,21 +41,10 @@ OLD, NEW = 30, 5
 @pytest.fixture(scope="module")
 def identities(crds_installed: KubeCluster, tmp_path_factory: pytest.TempPathFactory
                ) -> list[str]:
-    """Identities of their own (bound by the chart's RBAC): test_operator.py proves
-    I1 by the ``lethe-op-*`` names over the whole audit log."""
-    kube = crds_installed
-    d = tmp_path_factory.mktemp("identities")
-    kube.kubectl("create", "namespace", NS, check=False)
-    names = [f"lethe-iso-{i}" for i in range(3)]
-    for name in names:
-        kube.kubectl("create", "serviceaccount", name, "-n", NS, check=False)
-    for o in render_rbac():
-        if o["kind"] in ("ClusterRoleBinding", "RoleBinding"):
-            o["metadata"]["name"] += "-iso"
-            o["subjects"] = [{"kind": "ServiceAccount", "name": x, "namespace": NS}
-                             for x in names]
-        kube.apply(o)
-    return [sa_kubeconfig(kube, sa=x, path=d / f"{x}.kubeconfig") for x in names]
+    """Identities of their own: test_operator.py proves I1 by the ``lethe-op-*`` names
+    over the whole audit log."""
+    return chart_identities(crds_installed, workdir=tmp_path_factory.mktemp("identities"),
+                            tag="iso")
 
 
 @pytest.fixture(scope="module")
