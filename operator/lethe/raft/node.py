@@ -410,6 +410,9 @@ class RaftJournal:
     # -- internals (tick thread unless noted) -----------------------------------------
 
     def _submit(self, cmd: Command, future: Future[int]) -> None:
+        if self._closed.is_set():
+            future.set_exception(JournalError("raft node closed"))
+            return
         with self._pending_lock:
             self._pending_seq += 1
             key = self._pending_seq
@@ -434,7 +437,17 @@ class RaftJournal:
                     future.set_exception(JournalError(
                         f"{type(cmd).__name__} failed: {_FAIL_NAMES.get(error, error)}"))
 
-        self._machine.apply_command(encode_command(cmd), callback=done)
+        try:
+            self._machine.apply_command(encode_command(cmd), callback=done)
+        except AttributeError:
+            # close() raced with us: destroy() detaches the consumer (its _syncObj is
+            # None), so a run thread still finishing a batch gets the journal's error.
+            if not self._closed.is_set():
+                raise
+            with self._pending_lock:
+                self._pending.pop(key, None)
+            if not future.done():
+                future.set_exception(JournalError("raft node closed"))
 
     def _fail_pending(self, exc: JournalError) -> None:
         with self._pending_lock:
