@@ -470,8 +470,8 @@ class Leader:
         if key in self._active or self.clock() < self._start_after.get(key, 0.0):
             return  # one run per policy at a time; a run that could not start waits
         active = self._state.runs.get(key)
-        if active is not None and active.job not in (None, uid):
-            return
+        if active is not None and active.job != uid:
+            return  # another job's or a scheduled run: _job_run would adopt its run id
         fut = self.pool.submit(_logged(self._job_run), obj, policy)
         self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
                                     name=meta["name"], generation=gen,
