@@ -44,7 +44,9 @@ saw. Definitions (numbers match the issue):
 5. **Each CleanupJob executed exactly once.** Every job ends ``Succeeded``
    with a ``runId`` that is the same in two reads at least 3 s apart and
    differs from every other job's; every run id in the target's ledgers and
-   plans belongs to one of the policy's jobs (the trials schedule nothing).
+   plans belongs to one of the policy's jobs or to a scheduled run
+   (``TrialRecord.scheduled``, from the replicas' logs); no slot started two
+   runs that ran, and no job reports a scheduled run as its own.
 6. **Counters.** A job's ``status.counters`` equal the counts of its run's
    ledger lines: ``deleted`` = lines deleted|already-gone, ``bytesFreed`` =
    their sizes, ``skippedChanged`` = changed-skipped and gone-or-replaced lines,
@@ -85,6 +87,7 @@ class WriteOp:
     t1: float
     ok: bool
     digest: str | None = None  # md5 of the new content (None for touch)
+    version: str | None = None  # S3 VersionId the PUT's response named (versioned buckets)
 
 
 @dataclass
@@ -115,6 +118,11 @@ class TrialRecord:
     final_jobs_created: dict[str, float] = field(default_factory=dict)
     consumer_violations: list[str] = field(default_factory=list)
     consumer_checks: int = 0
+    #: Versioned bucket, and the policy's noncurrentVersionsMaxAge (seconds).
+    s3_versioned: bool = False
+    s3_noncurrent_max_age: float = 0.0
+    #: Scheduled runs, from the replicas' logs: policy -> run id -> slots it served.
+    scheduled: dict[str, dict[str, set[str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -257,10 +265,27 @@ def _check_jobs(v: Verdict, rec: TrialRecord, policy: str, lines: list[LedgerLin
             v.notes.append(f"{policy} run {rid}: {want['errors']} error lines: "
                            + "; ".join(sorted({d.get('detail', '') for d in mine
                                                if d['outcome'] == 'error'})[:3]))
-    for rid in sorted({ln.data.get("run_id", "") for ln in lines} | plan_runs):
-        if rid not in run_ids:
+    scheduled = rec.scheduled.get(policy, {})
+    ran = {ln.data.get("run_id", "") for ln in lines} | plan_runs
+    for rid in sorted(ran):
+        if rid not in run_ids and rid not in scheduled:
             v.add(5, "run-without-job", f"{policy}: run {rid} in ledgers/plans belongs to "
-                  f"no CleanupJob (jobs: {sorted(run_ids)})")
+                  f"no CleanupJob (jobs: {sorted(run_ids)}) and no scheduled slot")
+    # Each slot runs at most once (as a CronJob's slot does; the journal's SkipSlot and
+    # BeginRun CAS are what the product relies on), whatever failed over meanwhile.
+    by_slot: dict[str, set[str]] = defaultdict(set)
+    for rid, slots in scheduled.items():
+        if rid not in ran:
+            continue  # logged as starting, but its BeginRun never committed
+        for slot in slots:
+            by_slot[slot].add(rid)
+        if rid in run_ids:
+            v.add(5, "job-run-shared", f"{run_ids[rid]} reports scheduled run {rid} "
+                  f"(slot {sorted(slots)}) as its own")
+    for slot, rids in sorted(by_slot.items()):
+        if len(rids) > 1:
+            v.add(5, "slot-run-twice", f"{policy}: slot {slot} started runs {sorted(rids)}")
+    v.stats[f"{policy}_scheduled_runs"] = len(set(scheduled) & ran)
 
 
 def check_posix(v: Verdict, rec: TrialRecord, *, now: float) -> None:
@@ -340,6 +365,32 @@ class S3State:
     ledger: list[LedgerLine]
     plan_runs: set[str]
     requests: list[Request]
+    #: Versioned buckets: every version and delete marker under the prefix.
+    versions: list[Version] = field(default_factory=list)
+
+
+@dataclass
+class Version:
+    """One entry of ListObjectVersions (``.lethe/`` left out)."""
+
+    key: str  # without the prefix
+    version: str
+    etag: str | None  # md5; None for a delete marker
+    latest: bool
+    modified: float  # LastModified, whole seconds
+
+
+def s3_versions(client: Any, bucket: str, prefix: str) -> list[Version]:
+    out: list[Version] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket,
+                                                                      Prefix=prefix):
+        for o in page.get("Versions", []):
+            out.append(Version(o["Key"][len(prefix):], o["VersionId"], o["ETag"].strip('"'),
+                               bool(o["IsLatest"]), o["LastModified"].timestamp()))
+        for o in page.get("DeleteMarkers", []):
+            out.append(Version(o["Key"][len(prefix):], o["VersionId"], None,
+                               bool(o["IsLatest"]), o["LastModified"].timestamp()))
+    return [x for x in out if not x.key.startswith(".lethe/")]
 
 
 def read_s3(client: Any, rec: TrialRecord, requests_log: Path) -> S3State:
@@ -350,7 +401,8 @@ def read_s3(client: Any, rec: TrialRecord, requests_log: Path) -> S3State:
         plan_runs |= {Path(o["Key"]).stem for o in page.get("Contents", [])}
     return S3State(objects=s3_objects(client, bucket, prefix),
                    ledger=s3_ledger(client, bucket, prefix), plan_runs=plan_runs,
-                   requests=read_log(requests_log))
+                   requests=read_log(requests_log),
+                   versions=s3_versions(client, bucket, prefix) if rec.s3_versioned else [])
 
 
 def check_s3(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
@@ -375,20 +427,11 @@ def check_s3(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
         for full, etag, _vid in req.deletes():
             n_deletes += 1
             where = f"{req.method} {full!r} at {req.t0:.3f} (status {req.status})"
-            if req.bucket != rec.s3_bucket or not full.startswith(prefix):
-                v.add(1, "s3-delete-outside-target", f"{where} in bucket {req.bucket!r}, "
-                      f"outside {rec.s3_bucket}/{prefix}")
+            key = _target_key(v, rec, req, full, attempts)
+            if key is None:
                 continue
-            key = full[len(prefix):]
-            if key.startswith(".lethe/"):
-                continue  # the product's own probe, plan and ledger objects
             removals[key].append(req)
-            if not selected(key, None):
-                v.add(1, "s3-delete-excluded", f"{where}: the policy excludes **/keep/**")
-            hist = [w for w in attempts.get(key, []) if w.ok]
-            if not hist:
-                v.add(1, "s3-delete-unknown-key", f"{where}: no one ever wrote {key!r}")
-                continue
+            hist = [w for w in attempts[key] if w.ok]
             if etag is not None:
                 asked = version.get(etag.strip('"'))
                 if asked is None or asked.key != key:
@@ -469,9 +512,189 @@ def check_s3(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
     v.stats["s3_delete_requests"] = n_deletes
 
 
+def _target_key(v: Verdict, rec: TrialRecord, req: Request, full: str,
+                attempts: dict[str, list[WriteOp]]) -> str | None:
+    """The key (without the prefix) a successful delete named, after the checks every
+    delete must pass: in the bucket and under the prefix, selected, written by the
+    test. ``None`` when the rest of check 1 cannot apply (or for ``.lethe/``)."""
+    prefix = rec.s3_prefix
+    where = f"{req.method} {full!r} at {req.t0:.3f} (status {req.status})"
+    if req.bucket != rec.s3_bucket or not full.startswith(prefix):
+        v.add(1, "s3-delete-outside-target", f"{where} in bucket {req.bucket!r}, "
+              f"outside {rec.s3_bucket}/{prefix}")
+        return None
+    key = full[len(prefix):]
+    if key.startswith(".lethe/"):
+        return None  # the product's own probe, plan and ledger objects
+    if not selected(key, None):
+        v.add(1, "s3-delete-excluded", f"{where}: the policy excludes **/keep/**")
+    if not any(w.ok for w in attempts.get(key, [])):
+        v.add(1, "s3-delete-unknown-key", f"{where}: no one ever wrote {key!r}")
+        return None
+    return key
+
+
+def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
+    """Check 1, 2 and 4 on a versioned bucket (docs/s3.md, "Versioned buckets").
+
+    Expiring places a delete marker; a marker that landed on an overwrite is
+    removed again by the product (its read-back), so a marker may hide a young
+    version for a moment: what is checked is the end state and every permanent
+    deletion. A version is identified by the VersionId its PUT returned (and by
+    its content's md5: contents are unique).
+
+    1. Every version the test wrote is still listed, or a DeleteObject naming its
+       VersionId succeeded; such a delete removed a *noncurrent* version (some
+       later PUT or marker of the key began before the request arrived) that had
+       been noncurrent for more than ``noncurrentVersionsMaxAge - 1 s`` (measured
+       from the earliest successor: the generous side). A key's last write is
+       current at the end, or hidden by a marker whose request arrived more than
+       ``maxAge - 1 s`` after that write began; an older version never becomes
+       current again.
+    2. As of the final job's creation: no current version older than maxAge, no
+       version noncurrent for longer than noncurrentVersionsMaxAge.
+    4. Per version: at most one line placing a marker on it, and exactly one line
+       removing it if it is gone (none if it is listed); lines name versions the
+       test wrote.
+    """
+    prefix, max_age, nc_age = rec.s3_prefix, rec.s3_max_age, rec.s3_noncurrent_max_age
+    young, nc_young = max_age - S3_CLOCK_SLOP, nc_age - S3_CLOCK_SLOP
+    lines = s3.ledger
+    _check_ledger_shape(v, lines, policy=f"{rec.ns}/s3")
+    attempts: dict[str, list[WriteOp]] = defaultdict(list)
+    by_vid: dict[str, WriteOp] = {}
+    by_digest: dict[str, WriteOp] = {}
+    for op in sorted(rec.s3_ops, key=lambda o: o.t0):
+        attempts[op.key].append(op)
+        if op.ok and op.version:
+            by_vid[op.version] = op
+        if op.digest:
+            by_digest[op.digest] = op
+    placed: dict[str, list[Request]] = defaultdict(list)  # key -> marker requests
+    marker_req: dict[str, Request] = {}  # marker VersionId -> the request that placed it
+    removed: dict[str, list[Request]] = defaultdict(list)  # VersionId -> its deletes
+    n_deletes = 0
+    for req in s3.requests:
+        for full, marker in req.markers:
+            marker_req[marker] = req
+            placed[full.removeprefix(prefix)].append(req)
+    for req in s3.requests:
+        for full, _etag, vid in req.deletes():
+            n_deletes += 1
+            key = _target_key(v, rec, req, full, attempts)
+            if key is None or vid is None:
+                continue  # a marker placement: judged by the end state below
+            removed[vid].append(req)
+            w = by_vid.get(vid)
+            if w is None:
+                continue  # a marker (undo, or one with nothing behind it) or an unknown PUT
+            where = f"DeleteObject {full!r} versionId {vid} at {req.t0:.3f}"
+            succ = [o.t0 for o in attempts[key] if o.t0 > w.t0] + \
+                   [r.t0 for r in placed.get(key, []) if r.t0 > w.t0]
+            first = min(succ, default=None)
+            if first is None or first >= req.t0:
+                v.add(1, "s3-deleted-current-version", f"{where}: the version written at "
+                      f"{w.t0:.3f} was current (no later write or marker before it)")
+            elif req.t0 - first <= nc_young:
+                v.add(1, "s3-noncurrent-too-young", f"{where}: noncurrent since {first:.3f} "
+                      f"at the earliest, {req.t0 - first:.2f}s (noncurrentVersionsMaxAge "
+                      f"{nc_age:.0f}s)")
+    listed: dict[str, list[Version]] = defaultdict(list)
+    for x in s3.versions:
+        listed[x.key].append(x)
+    present = {x.version for x in s3.versions}
+    lost: set[str] = set()
+    for vid, w in by_vid.items():
+        if vid not in present and vid not in removed:
+            lost.add(w.key)
+            v.add(1, "s3-version-lost", f"s3 {w.key} version {vid} (written {w.t0:.3f}) is "
+                  f"gone and no DeleteObject named it")
+    for key, ops in attempts.items():
+        ok = [w for w in ops if w.ok]
+        if not ok:
+            continue
+        last = ok[-1]
+        top = next((x for x in listed.get(key, []) if x.latest), None)
+        if top is None:
+            continue  # every version removed: each removal was judged above
+        if top.etag is not None:
+            if top.etag not in {w.digest for w in ops if w.t0 >= last.t0}:
+                v.add(1, "s3-resurrected", f"s3 {key}: current version {top.version} "
+                      f"({top.etag}) is older than the last write {last.digest} at "
+                      f"{last.t0:.3f}")
+            continue
+        by = marker_req.get(top.version)
+        if by is None:
+            v.add(1, "s3-marker-unknown", f"s3 {key}: hidden by marker {top.version}, which "
+                  f"no request through the proxy placed")
+        elif by.t0 - last.t0 <= young:
+            v.add(1, "s3-hidden-too-young", f"s3 {key}: marker {top.version} placed at "
+                  f"{by.t0:.3f} hides the write of {last.t0:.3f}-{last.t1:.3f}, "
+                  f"{by.t0 - last.t0:.2f}s old (maxAge {max_age:.0f}s)")
+    # 2. convergence, as of the final job's creation.
+    # A version is surely noncurrent once a later write or marker has landed (the
+    # earliest t1 of those); LastModified (whole seconds) cannot order a version and a
+    # marker of the same second, so the test's own record decides.
+    t_final = rec.final_jobs_created.get("s3", 0.0) - S3_SLOP
+    for x in s3.versions:
+        w = by_vid.get(x.version)
+        if x.etag is None:
+            continue
+        if x.latest and eligible(x.key, x.modified, now=t_final, max_age=max_age,
+                                 manifest_key=None):
+            v.add(2, "not-converged", f"s3 {x.key} current version {x.version} "
+                  f"(LastModified {x.modified:.0f}) eligible when the final job was "
+                  f"created, still there")
+        elif not x.latest and w is not None and selected(x.key, None):
+            landed = [o.t1 for o in attempts[x.key] if o.ok and o.t0 > w.t0] + \
+                     [r.t1 for r in placed.get(x.key, []) if r.t0 > w.t0]
+            if landed and min(landed) <= t_final - nc_age:
+                v.add(2, "not-converged", f"s3 {x.key} version {x.version} noncurrent "
+                      f"since {min(landed):.3f} at the latest, past noncurrentVersionsMaxAge "
+                      f"when the final job was created, still there")
+    # 4. per version: placements at most once, removals exactly once if gone.
+    placements: Counter[tuple[str, str]] = Counter()
+    removals: Counter[tuple[str, str]] = Counter()
+    for ln in lines:
+        d = ln.data
+        digest = str(d.get("fingerprint", "")).split(":")[0].strip('"')
+        if d.get("rule") == "expiredObjectDeleteMarker" or d["outcome"] not in REMOVED:
+            continue
+        w = by_digest.get(digest)
+        if w is None or w.key != d["key"]:
+            v.add(4, "ledger-unknown-version", f"s3 {d['key']} etag {digest}: no such "
+                  f"version was written ({d['outcome']}, rule {d.get('rule')})")
+            continue
+        bucket = removals if d.get("rule") == "noncurrentVersionsMaxAge" else placements
+        bucket[(d["key"], digest)] += 1
+    listed_digests = {(x.key, x.etag) for x in s3.versions if x.etag is not None}
+    for (key, digest), n in placements.items():
+        if n > 1:
+            v.add(4, "ledger-count", f"s3 {key} {digest}: {n} lines placed a marker on it")
+    for w in by_vid.values():
+        n = removals.get((w.key, w.digest or ""), 0)
+        if (w.key, w.digest) in listed_digests and n:
+            v.add(4, "ledger-says-removed", f"s3 {w.key} {w.digest} is listed, {n} "
+                  f"removal lines")
+        elif (w.key, w.digest) not in listed_digests and n != 1 and w.key not in lost:
+            v.add(4, "ledger-count", f"s3 {w.key} {w.digest} gone with {n} removal lines")
+    if not s3.requests:
+        v.add(1, "s3-unobserved", "the proxy recorded no request: the replicas did not go "
+              "through it, so no deletion could be checked")
+    _check_jobs(v, rec, "s3", lines, s3.plan_runs)
+    v.stats["s3_deleted"] = sum(1 for ln in lines if ln.data["outcome"] in REMOVED)
+    v.stats["s3_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
+    v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok and o.op != "populate")
+    v.stats["s3_delete_requests"] = n_deletes
+    v.stats["s3_markers"] = sum(len(r.markers) for r in s3.requests)
+
+
 def check(rec: TrialRecord, *, s3: S3State, now: float) -> Verdict:
     v = Verdict()
     check_posix(v, rec, now=now)
-    check_s3(v, rec, s3)
+    if rec.s3_versioned:
+        check_s3_versioned(v, rec, s3)
+    else:
+        check_s3(v, rec, s3)
     v.stats["consumer_checks"] = rec.consumer_checks
     return v

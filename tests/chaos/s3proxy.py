@@ -58,6 +58,11 @@ class Request:
     #: DeleteObjects response: keys reported Deleted, and [key, code] for Errors
     deleted: list[str] = field(default_factory=list)
     errors: list[list[str]] = field(default_factory=list)
+    #: DeleteObjects response: [key, VersionId or ""] of each Deleted entry
+    deleted_versions: list[list[str]] = field(default_factory=list)
+    #: Versioned buckets: [key, VersionId] of each delete marker this request placed
+    #: (a delete without VersionId that the server answered with a new marker).
+    markers: list[list[str]] = field(default_factory=list)
 
     @property
     def is_delete_objects(self) -> bool:
@@ -74,9 +79,12 @@ class Request:
         if self.is_delete_object and 200 <= self.status < 300:
             return [(self.key, self.if_match, self.query.get("versionId"))]
         if self.is_delete_objects and self.status == 200:
-            asked = {str(o["key"]): o for o in self.objects}
-            return [(k, (asked.get(k) or {}).get("etag"), (asked.get(k) or {}).get("version"))
-                    for k in self.deleted]
+            # One key may be asked for several times (versions of it): match each asked
+            # object with a Deleted entry by key and VersionId.
+            done = {(k, v or None) for k, v in self.deleted_versions} or \
+                {(k, None) for k in self.deleted}
+            return [(str(o["key"]), o.get("etag"), o.get("version")) for o in self.objects
+                    if (o["key"], o.get("version") or None) in done]
         return []
 
 
@@ -96,17 +104,25 @@ def _delete_body(body: bytes) -> list[dict[str, str | None]]:
     return out
 
 
-def _delete_result(body: bytes) -> tuple[list[str], list[list[str]]]:
-    deleted: list[str] = []
+def _delete_result(body: bytes, asked: list[dict[str, str | None]]
+                   ) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """[key, VersionId or ""] deleted, [key, code] errors, and [key, marker VersionId]
+    placed (a ``Deleted`` entry with a marker for a key asked for without VersionId)."""
+    deleted: list[list[str]] = []
     errors: list[list[str]] = []
+    markers: list[list[str]] = []
+    unversioned = {o["key"] for o in asked if not o.get("version")}
     with contextlib.suppress(ET.ParseError):
         for item in ET.fromstring(body):
             f = {_local(c.tag): (c.text or "") for c in item}
             if _local(item.tag) == "Deleted":
-                deleted.append(f.get("Key", ""))
+                deleted.append([f.get("Key", ""), f.get("VersionId", "")])
+                if f.get("DeleteMarker") == "true" and f.get("Key") in unversioned \
+                        and f.get("DeleteMarkerVersionId"):
+                    markers.append([f["Key"], f["DeleteMarkerVersionId"]])
             elif _local(item.tag) == "Error":
                 errors.append([f.get("Key", ""), f.get("Code", "")])
-    return deleted, errors
+    return deleted, errors, markers
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,7 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, reason, headers, data = 502, "Bad Gateway", [], str(e).encode()
         req.t1, req.status = time.time(), status
         if req.is_delete_objects and status == 200:
-            req.deleted, req.errors = _delete_result(data)
+            req.deleted_versions, req.errors, req.markers = _delete_result(data, req.objects)
+            req.deleted = [k for k, _v in req.deleted_versions]
+        elif req.is_delete_object and 200 <= status < 300 and "versionId" not in query:
+            h = {k.lower(): v for k, v in headers}
+            if h.get("x-amz-delete-marker") == "true" and h.get("x-amz-version-id"):
+                req.markers = [[key, h["x-amz-version-id"]]]
         self.server.record(req)
         self.send_response_only(status, reason)  # the server's own Date header goes back
         for k, v in headers:

@@ -23,6 +23,7 @@ from tests.chaos.checker import (
     LedgerLine,
     S3State,
     TrialRecord,
+    Version,
     WriteOp,
     check,
     md5,
@@ -65,10 +66,11 @@ def _write_posix_ledger(root: Path, lines: list[dict[str, object]],
     f.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
-def _s3_line(run: str, key: str, digest: str, outcome: str = "deleted") -> LedgerLine:
-    return LedgerLine(f"{run}/000000.jsonl", {
-        "run_id": run, "batch": 0, "policy": f"{NS}/s3", "key": key, "outcome": outcome,
-        "size": 10, "time": T - 50, "fingerprint": f'"{digest}":1'})
+def _s3_line(run: str, key: str, digest: str, outcome: str = "deleted", *,
+             rule: str = "maxAge", batch: int = 0) -> LedgerLine:
+    return LedgerLine(f"{run}/{batch:06d}.jsonl", {
+        "run_id": run, "batch": batch, "policy": f"{NS}/s3", "key": key, "outcome": outcome,
+        "size": 10, "time": T - 50, "fingerprint": f'"{digest}":1', "rule": rule})
 
 
 def _succeeded(run: str, deleted: int, size: int) -> dict[str, object]:
@@ -133,6 +135,65 @@ def clean(tmp: Path) -> Trial:
     return Trial(rec, s3)
 
 
+def clean_versioned(tmp: Path) -> Trial:
+    """The clean trial on a versioned bucket (noncurrentVersionsMaxAge 8 s): p0/old-00000
+    expired (marker M1 at T-50), its data version v1 removed as noncurrent at T-30;
+    p0/old-00001 overwritten at T-5 (v2 noncurrent, too recently to go); a kept and a
+    young object untouched."""
+    t = clean(tmp)
+    rec = t.rec
+    rec.s3_versioned, rec.s3_noncurrent_max_age = True, 8.0
+    d_old, d_keep, d_pop2, d_young, d_new = (md5(x) for x in (b"o", b"k", b"p2", b"y", b"n"))
+    rec.s3_ops = [WriteOp("p0/old-00000", "populate", T - 100, T - 99.9, True, d_old, "v1"),
+                  WriteOp("keep/k-000", "populate", T - 100, T - 99.9, True, d_keep, "vk"),
+                  WriteOp("p0/old-00001", "populate", T - 100, T - 99.9, True, d_pop2, "v2"),
+                  WriteOp("p1/young-0000", "populate", T - 3, T - 2.9, True, d_young, "vy"),
+                  WriteOp("p0/old-00001", "overwrite", T - 5, T - 4.9, True, d_new, "v3")]
+    # p3/old-00082 (seed 5008): a marker and the overwrite after it in the same second
+    # (LastModified T-40 both), then a marker over the overwrite; v5 removed.
+    d5, d6 = md5(b"5"), md5(b"6")
+    rec.s3_ops += [WriteOp("p3/old-00082", "populate", T - 100, T - 99.9, True, d5, "v5"),
+                   WriteOp("p3/old-00082", "overwrite", T - 39.8, T - 39.7, True, d6, "v6")]
+    rec.jobs[1] = JobRecord("s3-1", "s3", T - 60, _succeeded("S1", 5, 50),
+                            _succeeded("S1", 5, 50))
+    t.s3 = S3State(
+        objects={"keep/k-000": (d_keep, T - 100, 1), "p0/old-00001": (d_new, T - 5, 1),
+                 "p1/young-0000": (d_young, T - 3, 1)},
+        ledger=[_s3_line("S1", "p0/old-00000", d_old),
+                _s3_line("S1", "p0/old-00000", d_old, rule="noncurrentVersionsMaxAge",
+                         batch=1),
+                _s3_line("S1", "p3/old-00082", d5, batch=2),
+                _s3_line("S1", "p3/old-00082", d6, batch=3),
+                _s3_line("S1", "p3/old-00082", d5, rule="noncurrentVersionsMaxAge",
+                         batch=4)],
+        plan_runs={"S1"},
+        requests=[
+            Request(t0=T - 50, t1=T - 49.9, method="POST", bucket="b", key="",
+                    query={"delete": ""}, status=200,
+                    objects=[{"key": "data/p0/old-00000", "etag": None, "version": None}],
+                    deleted=["data/p0/old-00000"], markers=[["data/p0/old-00000", "M1"]]),
+            Request(t0=T - 30, t1=T - 29.9, method="DELETE", bucket="b",
+                    key="data/p0/old-00000", query={"versionId": "v1"}, status=204),
+            Request(t0=T - 40, t1=T - 39.9, method="DELETE", bucket="b",
+                    key="data/p3/old-00082", query={}, status=204,
+                    markers=[["data/p3/old-00082", "Ma"]]),
+            Request(t0=T - 8, t1=T - 7.9, method="DELETE", bucket="b",
+                    key="data/p3/old-00082", query={}, status=204,
+                    markers=[["data/p3/old-00082", "Mb"]]),
+            Request(t0=T - 7, t1=T - 6.9, method="DELETE", bucket="b",
+                    key="data/p3/old-00082", query={"versionId": "v5"}, status=204),
+        ],
+        versions=[Version("p0/old-00000", "M1", None, True, T - 50),
+                  Version("keep/k-000", "vk", d_keep, True, T - 100),
+                  Version("p0/old-00001", "v2", d_pop2, False, T - 100),
+                  Version("p0/old-00001", "v3", d_new, True, T - 5),
+                  Version("p1/young-0000", "vy", d_young, True, T - 3),
+                  Version("p3/old-00082", "v6", d6, False, T - 40),
+                  Version("p3/old-00082", "Ma", None, False, T - 40),
+                  Version("p3/old-00082", "Mb", None, True, T - 8)])
+    return t
+
+
 def _kinds(t: Trial) -> set[str]:
     return {v.kind for v in check(t.rec, s3=t.s3, now=T).violations}
 
@@ -141,6 +202,12 @@ def test_clean_trial_passes(tmp_path: Path) -> None:
     v = check((t := clean(tmp_path)).rec, s3=t.s3, now=T)
     assert v.violations == []
     assert v.stats["s3_delete_requests"] == 2  # the probe's and p0/old-00000's
+
+
+def test_clean_versioned_trial_passes(tmp_path: Path) -> None:
+    v = check((t := clean_versioned(tmp_path)).rec, s3=t.s3, now=T)
+    assert v.violations == []
+    assert (v.stats["s3_delete_requests"], v.stats["s3_markers"]) == (5, 3)
 
 
 # -- one plant per property: (name, expected kind, plant) ------------------------------
@@ -375,9 +442,131 @@ def _(t: Trial) -> None:
     t.s3.requests.clear()
 
 
+# 5. scheduled runs.
+@plant("a slot started two runs", "slot-run-twice")
+def _(t: Trial) -> None:
+    t.rec.scheduled["posix"] = {"R2": {"2026-01-01T00:01:00Z"}, "R3": {"2026-01-01T00:01:00Z"}}
+    for rid in ("R2", "R3"):
+        (t.root / ".lethe" / "plans" / f"{rid}.jsonl").write_text("{}\n")
+
+
+@plant("a job reports a scheduled run as its own", "job-run-shared")
+def _(t: Trial) -> None:
+    t.rec.scheduled["posix"] = {"R1": {"2026-01-01T00:01:00Z"}}
+
+
+# Versioned buckets (clean_versioned).
+VPLANTS: list[tuple[str, str, Plant]] = []
+
+
+def vplant(name: str, kind: str) -> Callable[[Plant], Plant]:
+    def add(fn: Plant) -> Plant:
+        VPLANTS.append((name, kind, fn))
+        return fn
+    return add
+
+
+def _versions(t: Trial, key: str) -> dict[str, Version]:
+    return {x.version: x for x in t.s3.versions if x.key == key}
+
+
+@vplant("current version deleted by VersionId", "s3-deleted-current-version")
+def _(t: Trial) -> None:
+    t.s3.requests.append(Request(t0=T - 1, t1=T - 0.9, method="DELETE", bucket="b",
+                                 key="data/p0/old-00001", query={"versionId": "v3"},
+                                 status=204))
+    t.s3.versions.remove(_versions(t, "p0/old-00001")["v3"])
+    _versions(t, "p0/old-00001")["v2"].latest = True
+
+
+@vplant("noncurrent version removed too soon", "s3-noncurrent-too-young")
+def _(t: Trial) -> None:
+    t.s3.requests.append(Request(t0=T - 2, t1=T - 1.9, method="DELETE", bucket="b",
+                                 key="data/p0/old-00001", query={"versionId": "v2"},
+                                 status=204))
+    t.s3.versions.remove(_versions(t, "p0/old-00001")["v2"])
+
+
+@vplant("version gone with no request", "s3-version-lost")
+def _(t: Trial) -> None:
+    t.s3.versions.remove(_versions(t, "p0/old-00001")["v2"])
+
+
+@vplant("older version current again", "s3-resurrected")
+def _(t: Trial) -> None:
+    vs = _versions(t, "p0/old-00001")
+    vs["v2"].latest, vs["v3"].latest = True, False
+
+
+@vplant("key hidden by a marker nobody placed", "s3-marker-unknown")
+def _(t: Trial) -> None:
+    _versions(t, "p1/young-0000")["vy"].latest = False
+    t.s3.versions.append(Version("p1/young-0000", "M9", None, True, T - 1))
+
+
+@vplant("young write hidden by a marker", "s3-hidden-too-young")
+def _(t: Trial) -> None:
+    _versions(t, "p1/young-0000")["vy"].latest = False
+    t.s3.versions.append(Version("p1/young-0000", "M9", None, True, T - 1))
+    t.s3.requests.append(Request(t0=T - 1, t1=T - 0.9, method="DELETE", bucket="b",
+                                 key="data/p1/young-0000", query={}, status=204,
+                                 markers=[["data/p1/young-0000", "M9"]]))
+
+
+@vplant("eligible current version left", "not-converged")
+def _(t: Trial) -> None:
+    t.rec.s3_ops.append(WriteOp("p2/old-00009", "populate", T - 100, T - 99.9, True,
+                                md5(b"l"), "v9"))
+    t.s3.versions.append(Version("p2/old-00009", "v9", md5(b"l"), True, T - 100))
+
+
+@vplant("expired noncurrent version left", "not-converged")
+def _(t: Trial) -> None:
+    t.s3.requests.pop()  # v1's removal never happened
+    t.s3.ledger.pop()
+    t.s3.versions.append(Version("p0/old-00000", "v1", md5(b"o"), False, T - 100))
+
+
+@vplant("marker placed twice on one version in the ledger", "ledger-count")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p0/old-00000", md5(b"o"), batch=2))
+
+
+@vplant("noncurrent version removed, ledger silent", "ledger-count")
+def _(t: Trial) -> None:
+    t.s3.ledger.pop()
+
+
+@vplant("removal line for a version still listed", "ledger-says-removed")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p0/old-00001", md5(b"p2"),
+                                rule="noncurrentVersionsMaxAge", batch=2))
+
+
+@vplant("ledger names a version never written", "ledger-unknown-version")
+def _(t: Trial) -> None:
+    t.s3.ledger.append(_s3_line("S1", "p0/old-00001", md5(b"never"), batch=2))
+
+
+@vplant("delete of an excluded key", "s3-delete-excluded")
+def _(t: Trial) -> None:
+    t.s3.requests.append(Request(t0=T - 1, t1=T - 0.9, method="DELETE", bucket="b",
+                                 key="data/keep/k-000", query={}, status=204,
+                                 markers=[["data/keep/k-000", "M8"]]))
+
+
 @pytest.mark.parametrize(("name", "kind", "fn"), PLANTS, ids=[p[0] for p in PLANTS])
 def test_checker_catches(tmp_path: Path, name: str, kind: str, fn: Plant) -> None:
     t = clean(tmp_path)
+    fn(t)
+    got = _kinds(t)
+    assert kind in got, f"planted {name!r}: expected {kind}, checker said {sorted(got)}"
+
+
+@pytest.mark.parametrize(("name", "kind", "fn"), VPLANTS, ids=[p[0] for p in VPLANTS])
+def test_checker_catches_on_versioned_buckets(tmp_path: Path, name: str, kind: str,
+                                              fn: Plant) -> None:
+    t = clean_versioned(tmp_path)
     fn(t)
     got = _kinds(t)
     assert kind in got, f"planted {name!r}: expected {kind}, checker said {sorted(got)}"
@@ -387,5 +576,5 @@ def test_every_kind_is_planted() -> None:
     """Every violation kind checker.py can report has a plant above."""
     src = (Path(__file__).parent / "checker.py").read_text()
     reported = set(re.findall(r'v\.add\(\d, "([a-z0-9-]+)"', src))
-    planted = {k for _n, k, _f in PLANTS}
+    planted = {k for _n, k, _f in PLANTS + VPLANTS}
     assert reported - planted == set(), f"kinds with no plant: {sorted(reported - planted)}"

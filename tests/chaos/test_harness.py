@@ -107,3 +107,34 @@ def test_proxy_records_every_delete_with_its_outcome(tmp_path: Path, s3_server: 
     assert sorted(k for k, _e, _v in batch.deletes()) == sorted(
         d["Key"] for d in resp.get("Deleted", []))
     assert all(r.bucket == s3_bucket for r in reqs)
+
+
+def test_proxy_records_versions_and_markers(tmp_path: Path, s3_server: S3Server,
+                                            s3_bucket: str) -> None:
+    """Versioned buckets: a DeleteObjects naming two versions of one key records both
+    (the checker once kept one per key and reported the other as lost), and a delete
+    without VersionId records the marker it placed, batched or single."""
+    direct: Any = s3_server.client()
+    direct.put_bucket_versioning(Bucket=s3_bucket,
+                                 VersioningConfiguration={"Status": "Enabled"})
+    v1 = direct.put_object(Bucket=s3_bucket, Key="data/a", Body=b"1")["VersionId"]
+    v2 = direct.put_object(Bucket=s3_bucket, Key="data/a", Body=b"2")["VersionId"]
+    direct.put_object(Bucket=s3_bucket, Key="data/a", Body=b"3")
+    direct.put_object(Bucket=s3_bucket, Key="data/b", Body=b"b")
+    direct.put_object(Bucket=s3_bucket, Key="data/c", Body=b"c")
+    proxy = S3Proxy(upstream=s3_server.endpoint, log=tmp_path / "log.jsonl")
+    try:
+        c: Any = S3Server(endpoint=proxy.endpoint).client()
+        c.delete_objects(Bucket=s3_bucket, Delete={"Objects": [
+            {"Key": "data/a", "VersionId": v1}, {"Key": "data/a", "VersionId": v2},
+            {"Key": "data/b"}]})
+        marker = c.delete_object(Bucket=s3_bucket, Key="data/c")["VersionId"]
+    finally:
+        proxy.close()
+    batch, single = read_log(tmp_path / "log.jsonl")
+    assert sorted(batch.deletes(), key=str) == sorted(
+        [("data/a", None, v1), ("data/a", None, v2), ("data/b", None, None)], key=str)
+    [[key, placed]] = batch.markers
+    listed = direct.list_object_versions(Bucket=s3_bucket, Prefix="data/b")["DeleteMarkers"]
+    assert key == "data/b" and [m["VersionId"] for m in listed] == [placed]
+    assert single.markers == [["data/c", marker]]

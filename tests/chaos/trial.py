@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import threading
@@ -105,13 +106,14 @@ def make_posix(rng: random.Random, rec: TrialRecord, n_old: int) -> list[str]:
 def s3_put(client: Any, rec: TrialRecord, key: str, body: bytes, lock: threading.Lock, *,
            op: str) -> bool:
     """PUT one object and record the attempt (a failed PUT may still have landed)."""
-    t0, ok = time.time(), True
+    t0, ok, version = time.time(), True, None
     try:
-        client.put_object(Bucket=rec.s3_bucket, Key=rec.s3_prefix + key, Body=body)
+        version = client.put_object(Bucket=rec.s3_bucket, Key=rec.s3_prefix + key,
+                                    Body=body).get("VersionId")
     except Exception:  # botocore's errors and connection failures alike: recorded, not ok
         ok = False
     with lock:
-        rec.s3_ops.append(WriteOp(key, op, t0, time.time(), ok, md5(body)))
+        rec.s3_ops.append(WriteOp(key, op, t0, time.time(), ok, md5(body), version))
     return ok
 
 
@@ -287,9 +289,14 @@ class Nemesis(threading.Thread):
 
     KINDS = (("kill", 2), ("kill-leader", 2), ("kill-leader-mid-batch", 3), ("pause", 2),
              ("pause-leader", 2), ("restart", 1), ("partition", 1), ("partition-leader", 2))
+    #: The second nemesis of a trial (``overlap``): kills and pauses only (a partition
+    #: heals every link), on a replica the first is not holding, so two faults overlap
+    #: and the cluster may lose its quorum for a while.
+    OVERLAP_KINDS = (("kill", 2), ("kill-leader", 1), ("pause", 2), ("pause-leader", 1))
 
     def __init__(self, reps: ChaosReplicas, rng: random.Random, faults: Counter[str],
-                 ledger_count: Callable[[], int], watch: LeaderWatch | None = None) -> None:
+                 ledger_count: Callable[[], int], watch: LeaderWatch | None = None, *,
+                 busy: dict[int, str] | None = None, overlap: bool = False) -> None:
         super().__init__(daemon=True)
         self.reps, self.rng, self.faults, self.ledger_count = reps, rng, faults, ledger_count
         self.watch = watch
@@ -297,13 +304,30 @@ class Nemesis(threading.Thread):
         self.log: list[str] = []
         self.died: str | None = None
         self._woken = False
+        #: replica index -> "first"/"second": which nemesis holds a fault on it now
+        self.busy = busy if busy is not None else {}
+        self.overlap = overlap
+        self.me = "second" if overlap else "first"
 
     def _victim(self, leader: bool) -> int:
+        free = [i for i in range(len(self.reps.replicas)) if i not in self.busy]
         if leader:
             r = self.reps.leader()
-            if r is not None:
+            if r is not None and r.index not in self.busy:
                 return r.index
-        return self.rng.randrange(len(self.reps.replicas))
+        return self.rng.choice(free or range(len(self.reps.replicas)))
+
+    def _hold(self, i: int, seconds: float) -> None:
+        """Mark replica ``i`` as held by this nemesis for ``seconds`` (or until stop);
+        a fault the other nemesis holds at the same time is counted "simultaneous"."""
+        self.busy[i] = self.me
+        if any(who != self.me for who in list(self.busy.values())):
+            self.faults["simultaneous"] += 1
+            self._note(f"simultaneous with the other nemesis's fault: {dict(self.busy)}")
+        try:
+            self.stop.wait(seconds)
+        finally:
+            self.busy.pop(i, None)
 
     def _note(self, text: str) -> None:
         self.log.append(f"{time.time():.3f} {text}")
@@ -314,10 +338,12 @@ class Nemesis(threading.Thread):
         except BaseException:  # recorded: a dead nemesis fails the trial
             self.died = traceback.format_exc()
 
-    def timed_pause(self) -> None:
+    def timed_pause(self, stop: threading.Event) -> None:
         """A replica that paused itself at its pause point (``paused-once`` names its
         pid): it stays stopped while another leader takes over and for a while
-        after, then is woken. Counted as fault ``pause-at-<point>``."""
+        after (or until ``stop``), then is woken. Counted as fault
+        ``pause-at-<point>``. Called by :class:`PauseWaker` for the whole trial: the
+        step may come after the chaos phase, when nothing else would wake it."""
         once = self.reps.workdir / "paused-once"
         if self._woken or not once.exists():
             return
@@ -337,16 +363,17 @@ class Nemesis(threading.Thread):
         self.faults[kind] += 1
         hold = self.rng.uniform(3.0, 10.0)
         self._note(f"{kind} pid {pid} ({point.strip()}) for {hold:.1f}s")
-        self.stop.wait(hold)
+        stop.wait(hold)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
         self._woken = True
 
     def _run(self) -> None:
-        kinds = [k for k, _ in self.KINDS]
-        weights = [w for _, w in self.KINDS]
-        while not self.stop.wait(self.rng.uniform(0.3, 2.0)):
-            self.timed_pause()
+        table = self.OVERLAP_KINDS if self.overlap else self.KINDS
+        kinds = [k for k, _ in table]
+        weights = [w for _, w in table]
+        pace = (1.5, 5.0) if self.overlap else (0.3, 2.0)
+        while not self.stop.wait(self.rng.uniform(*pace)):
             kind = self.rng.choices(kinds, weights)[0]
             hold = self.rng.uniform(0.5, 5.0)
             try:
@@ -356,7 +383,7 @@ class Nemesis(threading.Thread):
 
     def _inject(self, kind: str, hold: float) -> None:
         reps = self.reps
-        if self.watch is not None:
+        if self.watch is not None and not self.overlap:
             self.watch.fault = kind if kind != "kill-leader-mid-batch" else "kill-leader"
         if kind == "kill-leader-mid-batch":
             i = self._victim(True)
@@ -371,21 +398,21 @@ class Nemesis(threading.Thread):
             reps.kill(i)
             self.faults[kind] += 1
             self._note(f"{kind} {i}; restart in {hold:.1f}s")
-            self.stop.wait(hold)
+            self._hold(i, hold)
             reps.start(i)
         elif kind.startswith("kill"):
             i = self._victim(kind == "kill-leader")
             reps.kill(i)
             self.faults[kind] += 1
             self._note(f"{kind} {i}; restart in {hold:.1f}s")
-            self.stop.wait(hold)
+            self._hold(i, hold)
             reps.start(i)
         elif kind.startswith("pause"):
             i = self._victim(kind == "pause-leader")
             reps.signal(i, signal.SIGSTOP)
             self.faults[kind] += 1
             self._note(f"{kind} {i} for {hold:.1f}s")
-            self.stop.wait(hold)
+            self._hold(i, hold)
             reps.signal(i, signal.SIGCONT)
         elif kind == "restart":
             i = self._victim(False)
@@ -398,12 +425,14 @@ class Nemesis(threading.Thread):
             reps.isolate(i)
             self.faults[kind] += 1
             self._note(f"{kind} {i} for {hold:.1f}s")
-            self.stop.wait(hold)
+            self._hold(i, hold)
             reps.heal()
 
     def heal_all(self) -> None:
         self.stop.set()
         self.join(timeout=30)
+        if self.overlap:
+            return  # the first nemesis heals everything
         if self.watch is not None:
             self.watch.fault = "after-chaos"  # the final jobs' changes are no fault's
         self.reps.heal()
@@ -412,6 +441,21 @@ class Nemesis(threading.Thread):
                 if r.alive():
                     os.kill(r.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         self.reps.start()
+
+
+class PauseWaker(threading.Thread):
+    """Runs :meth:`Nemesis.timed_pause` from the start of the trial to its end."""
+
+    def __init__(self, nemesis: Nemesis) -> None:
+        super().__init__(daemon=True)
+        self.nemesis, self.stop = nemesis, threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(0.2):
+                self.nemesis.timed_pause(self.stop)
+        except BaseException:  # recorded: a dead waker fails the trial like the nemesis
+            self.nemesis.died = traceback.format_exc()
 
 
 # -- Kubernetes helpers -----------------------------------------------------------------
@@ -438,6 +482,32 @@ def _wait_jobs(shared: Shared, names: list[str], ns: str, timeout: float) -> lis
     return pending
 
 
+def _quiesce(shared: Shared, policies: list[str], ns: str, timeout: float) -> list[str]:
+    """Suspend ``policies`` and wait until the leader reports each at rest: it writes
+    the new generation as observed only once no run of the policy is active (a run
+    stops between batches when its policy is suspended). Returns those not at rest."""
+    assert shared.kube is not None
+    for p in policies:
+        shared.kube.kubectl("patch", "retentionpolicies.lethe.io", p, "-n", ns, "--type=merge",
+                            "-p", '{"spec": {"suspend": true}}')
+    deadline, pending = time.monotonic() + timeout, list(policies)
+    while pending and time.monotonic() < deadline:
+        left = []
+        for p in pending:
+            out = shared.kube.kubectl("get", "retentionpolicies.lethe.io", p, "-n", ns,
+                                      "-o", "json", check=False)
+            obj = json.loads(out.stdout) if out.returncode == 0 else {}
+            st = obj.get("status") or {}
+            rec = [c for c in st.get("conditions") or () if c.get("type") == "Reconciling"]
+            if st.get("observedGeneration") != (obj.get("metadata") or {}).get("generation") \
+                    or not rec or rec[0].get("status") != "False":
+                left.append(p)
+        pending = left
+        if pending:
+            time.sleep(1.0)
+    return pending
+
+
 # -- the trial --------------------------------------------------------------------------
 
 
@@ -456,12 +526,20 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
                       s3_prefix="data/", s3_max_age=float(rng.choice([8, 15, 30])))
     rec.posix_root.mkdir(parents=True)
     sizes = Sizes.pick(rng, quick)
+    # Half the trials on a versioned bucket (delete markers, noncurrent versions removed
+    # after noncurrentVersionsMaxAge, lone markers), and each policy scheduled every
+    # minute in half the trials, besides its CleanupJobs.
+    rec.s3_versioned = rng.random() < 0.5
+    rec.s3_noncurrent_max_age = float(rng.choice([5, 10, 20]))
+    scheduled = {p: rng.random() < 0.5 for p in ("posix", "s3")}
     assert shared.kube is not None and shared.s3 is not None
     kube, client, lock = shared.kube, shared.s3.client(), threading.Lock()
     reps: ChaosReplicas | None = None
     writers: Writers | None = None
     consumer: Consumer | None = None
     nemesis: Nemesis | None = None
+    second: Nemesis | None = None
+    waker: PauseWaker | None = None
     watch: LeaderWatch | None = None
     proxy: S3Proxy | None = None
     verdict = Verdict()
@@ -469,6 +547,9 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     try:
         old_posix = make_posix(rng, rec, sizes.posix_old)
         client.create_bucket(Bucket=rec.s3_bucket)
+        if rec.s3_versioned:
+            client.put_bucket_versioning(Bucket=rec.s3_bucket,
+                                         VersioningConfiguration={"Status": "Enabled"})
         proxy = S3Proxy(upstream=shared.s3.endpoint, log=workdir / "s3-requests.jsonl")
         s3_old = [f"p{i % 5}/old-{i:05d}" for i in range(sizes.s3_old)] + \
                  [f"keep/k-{i:03d}" for i in range(20)]
@@ -491,14 +572,18 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         common = {"mode": "Enforce", "select": {"exclude": ["**/keep/**"]},
                   "safety": {"maxDeletes": 1_000_000, "maxDeletePercent": 100,
                              "allowDeleteAll": True}}
+        every = {p: {"schedule": "* * * * *"} if on else {} for p, on in scheduled.items()}
         kube.apply(_obj("RetentionPolicy", "posix", ns, {
-            **common, "target": {"posix": {"path": str(rec.posix_root)}},
+            **common, **every["posix"], "target": {"posix": {"path": str(rec.posix_root)}},
             "rules": {"maxAge": "1d"}, "manifest": {"path": rec.manifest_key}}))
+        versions = {"noncurrentVersionsMaxAge": f"{int(rec.s3_noncurrent_max_age)}s"} \
+            if rec.s3_versioned else {}
         kube.apply(_obj("RetentionPolicy", "s3", ns, {
-            **common, "rules": {"maxAge": f"{int(rec.s3_max_age)}s"},
+            **common, **every["s3"], "rules": {"maxAge": f"{int(rec.s3_max_age)}s"},
             "target": {"s3": {"bucket": rec.s3_bucket, "prefix": rec.s3_prefix,
                               "endpoint": proxy.endpoint, "region": "us-east-1",
-                              "forcePathStyle": True, "credentialsSecretRef": {"name": "s3"}}}}))
+                              "forcePathStyle": True, "credentialsSecretRef": {"name": "s3"},
+                              **versions}}}))
         make_s3(rng, rec, client, [f"p{i % 5}/young-{i:04d}" for i in range(60)], lock)
 
         writers = Writers(rec, seed, old_posix, s3_old, client, lock)
@@ -507,7 +592,14 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         watch.start()
         nemesis = Nemesis(reps, random.Random(seed * 7919), faults,
                           lambda: _ledger_files(rec.posix_root), watch)
-        nemesis._note(f"timed pause armed at {pause_at}")
+        nemesis._note(f"timed pause armed at {pause_at}; s3 "
+                      f"{'versioned' if rec.s3_versioned else 'unversioned'}; scheduled "
+                      f"{sorted(p for p, on in scheduled.items() if on) or 'none'}")
+        second = Nemesis(reps, random.Random(seed * 7919 + 1), faults,
+                         lambda: _ledger_files(rec.posix_root), busy=nemesis.busy,
+                         overlap=True)
+        waker = PauseWaker(nemesis)
+        waker.start()
         writers.start()
         consumer.start()
         jobs: list[str] = []
@@ -521,10 +613,12 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         submit("posix-1", "posix")
         submit("s3-1", "s3")
         nemesis.start()
+        second.start()
         time.sleep(sizes.chaos_seconds / 2)
         submit("posix-2", "posix")
         submit("s3-2", "s3")
         time.sleep(sizes.chaos_seconds / 2)
+        second.heal_all()
         nemesis.heal_all()
         writers.join()
         unfinished = _wait_jobs(shared, jobs, ns, timeout=120)
@@ -539,26 +633,39 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
             submit(name, policy)
         for n in _wait_jobs(shared, ["posix-final", "s3-final"], ns, timeout=120):
             verdict.add(2, "final-job-not-finished", f"{n}: {_status(shared, n, ns)}")
+        if any(scheduled.values()):
+            # A scheduled run may still be deleting: the checks need storage at rest.
+            busy = _quiesce(shared, [p for p, on in scheduled.items() if on], ns, timeout=120)
+            if busy:
+                failures.append(f"scheduled runs of {busy} still active 120 s after "
+                                "suspending their policies")
         for j in rec.jobs:
             j.status_first = _status(shared, j.name, ns)
         time.sleep(3)
         for j in rec.jobs:
             j.status_second = _status(shared, j.name, ns)
+        rec.scheduled = scheduled_runs(reps.replicas[0].log_path.parent.parent)
         got = check(rec, s3=read_s3(client, rec, proxy.log), now=time.time())
         verdict.violations += got.violations
         verdict.notes += got.notes
         verdict.stats.update(got.stats)
+        # Moments two faults were in force together: a statistic, not one more fault.
+        verdict.stats["simultaneous"] = faults.pop("simultaneous", 0)
+        verdict.stats["s3_versioned"] = int(rec.s3_versioned)
         failures += harness_failures(faults, writers, consumer, nemesis, sizes.chaos_seconds)
+        if second.died is not None:
+            failures.append(f"the second nemesis died:\n{second.died}")
         try:  # the trial ends with every replica alive and ready
             reps.wait_ready(timeout=60)
         except (RuntimeError, TimeoutError) as e:
             failures.append(f"replicas not all alive and ready at the end: {e}")
-        verdict.notes += nemesis.log if verdict.violations or failures else []
+        verdict.notes += sorted(nemesis.log + second.log) \
+            if verdict.violations or failures else []
         error = None
     except Exception:
         error = traceback.format_exc()
     finally:
-        for t in (nemesis, watch):
+        for t in (nemesis, second, waker, watch):
             if t is not None and t.is_alive():
                 t.stop.set()
         if watch is not None:
@@ -577,7 +684,8 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
     if kept:
         (workdir / "record.txt").write_text(_dump(rec, verdict, failures))
         if watch is not None:  # faults and leader changes, interleaved in time
-            events = sorted((nemesis.log if nemesis is not None else []) + watch.log)
+            events = sorted((nemesis.log if nemesis is not None else []) + watch.log
+                            + (second.log if second is not None else []))
             (workdir / "leaders.txt").write_text("\n".join(events) + "\n")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -608,6 +716,27 @@ def harness_failures(faults: Counter[str], writers: Writers, consumer: Consumer,
     if consumer.rec.consumer_checks < floor and consumer.died is None:
         out.append(f"consumer made {consumer.rec.consumer_checks} manifest checks, "
                    f"floor {floor}")
+    return out
+
+
+_STARTING = re.compile(r"^run (\S+) of (\S+) starting \(slot (\S+), mode ")
+
+
+def scheduled_runs(ops: Path) -> dict[str, dict[str, set[str]]]:
+    """Policy -> run id -> slots, from every replica's log under ``ops``: the leader logs
+    "run R of P starting (slot S, mode M)" for scheduled runs (slot None on a resume;
+    CleanupJob runs log "of CleanupJob ns/name" instead)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for log in sorted(ops.rglob("operator.log")):
+        for raw in log.read_text(errors="replace").splitlines():
+            if "starting (slot" not in raw:
+                continue
+            with contextlib.suppress(ValueError):
+                m = _STARTING.match(str(json.loads(raw).get("message", "")))
+                if m and m[3] != "None":
+                    out.setdefault(m[2], {}).setdefault(m[1], set()).add(m[3])
+                elif m:
+                    out.setdefault(m[2], {}).setdefault(m[1], set())
     return out
 
 
