@@ -667,6 +667,21 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
             continue
         bucket = removals if d.get("rule") == "noncurrentVersionsMaxAge" else placements
         bucket[(d["key"], digest)] += 1
+    # Every marker a replica placed is accounted for in the ledger: by a line for the
+    # version it hid (deleted, or already-gone when a resumed batch found it hidden) or
+    # by the undo's changed-skipped line. A marker with no line is a deletion nobody
+    # can find in the audit trail.
+    accounted: Counter[str] = Counter()
+    for ln in lines:
+        d = ln.data
+        if d.get("rule") not in ("noncurrentVersionsMaxAge", "expiredObjectDeleteMarker") \
+                and d["outcome"] in (*REMOVED, *SKIPPED, "error"):
+            accounted[d["key"]] += 1
+    for key, reqs in sorted(placed.items()):
+        n = len(reqs)  # one entry per marker placed on the key
+        if selected(key, None) and n > accounted[key]:
+            v.add(4, "marker-unledgered", f"s3 {key}: {n} markers placed "
+                  f"({[round(r.t0, 3) for r in reqs]}), {accounted[key]} ledger lines")
     listed_digests = {(x.key, x.etag) for x in s3.versions if x.etag is not None}
     for (key, digest), n in placements.items():
         if n > 1:

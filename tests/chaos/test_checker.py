@@ -537,6 +537,11 @@ def _(t: Trial) -> None:
     t.s3.ledger.pop()
 
 
+@vplant("marker placed, no ledger line", "marker-unledgered")
+def _(t: Trial) -> None:
+    t.s3.ledger.pop(2)  # p3/old-00082's first placement
+
+
 @vplant("removal line for a version still listed", "ledger-says-removed")
 def _(t: Trial) -> None:
     t.s3.ledger.append(_s3_line("S1", "p0/old-00001", md5(b"p2"),
