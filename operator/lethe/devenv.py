@@ -178,6 +178,8 @@ class LocalReplicas:
             if not pending:
                 return
             if time.monotonic() >= deadline:
+                said = "; ".join(f"{r.name}: {r.get('/readyz')[1].strip()[:300]!r}"
+                                 for r in pending)
                 raise TimeoutError(f"replicas {[r.name for r in pending]} not ready in "
-                                   f"{timeout:.0f}s; logs in {self.workdir}")
+                                   f"{timeout:.0f}s ({said}); logs in {self.workdir}")
             time.sleep(0.3)
