@@ -570,14 +570,23 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
             by_vid[op.version] = op
         if op.digest:
             by_digest[op.digest] = op
-    placed: dict[str, list[Request]] = defaultdict(list)  # key -> marker requests
+    #: key -> (request, marker VersionId) of each marker placed on it
+    placed: dict[str, list[tuple[Request, str]]] = defaultdict(list)
     marker_req: dict[str, Request] = {}  # marker VersionId -> the request that placed it
     removed: dict[str, list[Request]] = defaultdict(list)  # VersionId -> its deletes
     n_deletes = 0
     for req in s3.requests:
         for full, marker in req.markers:
             marker_req[marker] = req
-            placed[full.removeprefix(prefix)].append(req)
+            placed[full.removeprefix(prefix)].append((req, marker))
+    # A marker removed again (the undo after an overwrite raced it, or a lone marker)
+    # stops making the version behind it noncurrent from then on.
+    marker_gone: dict[str, float] = {}
+    for req in s3.requests:
+        for _full, _etag, vid in req.deletes():
+            if vid is not None and vid in marker_req:
+                marker_gone[vid] = min(marker_gone.get(vid, req.t0), req.t0)
+    never = float("inf")
     for req in s3.requests:
         for full, _etag, vid in req.deletes():
             n_deletes += 1
@@ -590,7 +599,8 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
                 continue  # a marker (undo, or one with nothing behind it) or an unknown PUT
             where = f"DeleteObject {full!r} versionId {vid} at {req.t0:.3f}"
             succ = [o.t0 for o in attempts[key] if o.t0 > w.t0] + \
-                   [r.t0 for r in placed.get(key, []) if r.t0 > w.t0]
+                   [r.t0 for r, m in placed.get(key, []) if r.t0 > w.t0
+                    and marker_gone.get(m, never) >= req.t0]
             first = min(succ, default=None)
             if first is None or first >= req.t0:
                 v.add(1, "s3-deleted-current-version", f"{where}: the version written at "
@@ -647,7 +657,8 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
                   f"created, still there")
         elif not x.latest and w is not None and selected(x.key, None):
             landed = [o.t1 for o in attempts[x.key] if o.ok and o.t0 > w.t0] + \
-                     [r.t1 for r in placed.get(x.key, []) if r.t0 > w.t0]
+                     [r.t1 for r, m in placed.get(x.key, []) if r.t0 > w.t0
+                      and marker_gone.get(m, never) >= t_final]
             if landed and min(landed) <= t_final - nc_age:
                 v.add(2, "not-converged", f"s3 {x.key} version {x.version} noncurrent "
                       f"since {min(landed):.3f} at the latest, past noncurrentVersionsMaxAge "
@@ -677,11 +688,10 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
         if d.get("rule") not in ("noncurrentVersionsMaxAge", "expiredObjectDeleteMarker") \
                 and d["outcome"] in (*REMOVED, *SKIPPED, "error"):
             accounted[d["key"]] += 1
-    for key, reqs in sorted(placed.items()):
-        n = len(reqs)  # one entry per marker placed on the key
-        if selected(key, None) and n > accounted[key]:
-            v.add(4, "marker-unledgered", f"s3 {key}: {n} markers placed "
-                  f"({[round(r.t0, 3) for r in reqs]}), {accounted[key]} ledger lines")
+    for key, marks in sorted(placed.items()):
+        if selected(key, None) and len(marks) > accounted[key]:
+            v.add(4, "marker-unledgered", f"s3 {key}: {len(marks)} markers placed "
+                  f"({[round(r.t0, 3) for r, _m in marks]}), {accounted[key]} ledger lines")
     listed_digests = {(x.key, x.etag) for x in s3.versions if x.etag is not None}
     for (key, digest), n in placements.items():
         if n > 1:

@@ -154,8 +154,14 @@ def clean_versioned(tmp: Path) -> Trial:
     d5, d6 = md5(b"5"), md5(b"6")
     rec.s3_ops += [WriteOp("p3/old-00082", "populate", T - 100, T - 99.9, True, d5, "v5"),
                    WriteOp("p3/old-00082", "overwrite", T - 39.8, T - 39.7, True, d6, "v6")]
-    rec.jobs[1] = JobRecord("s3-1", "s3", T - 60, _succeeded("S1", 5, 50),
-                            _succeeded("S1", 5, 50))
+    # p4/old-00811 (seed 10001): a marker raced an overwrite and was removed again (the
+    # undo, a changed-skipped line); a later marker hides the overwrite lawfully.
+    d7, d8 = md5(b"7"), md5(b"8")
+    rec.s3_ops += [WriteOp("p4/old-00811", "populate", T - 100, T - 99.9, True, d7, "v7"),
+                   WriteOp("p4/old-00811", "overwrite", T - 30, T - 29.9, True, d8, "v8")]
+    done = {**_succeeded("S1", 7, 70)}
+    done["counters"] = {**done["counters"], "skippedChanged": 1}  # type: ignore[dict-item]
+    rec.jobs[1] = JobRecord("s3-1", "s3", T - 60, done, dict(done))
     t.s3 = S3State(
         objects={"keep/k-000": (d_keep, T - 100, 1), "p0/old-00001": (d_new, T - 5, 1),
                  "p1/young-0000": (d_young, T - 3, 1)},
@@ -165,7 +171,11 @@ def clean_versioned(tmp: Path) -> Trial:
                 _s3_line("S1", "p3/old-00082", d5, batch=2),
                 _s3_line("S1", "p3/old-00082", d6, batch=3),
                 _s3_line("S1", "p3/old-00082", d5, rule="noncurrentVersionsMaxAge",
-                         batch=4)],
+                         batch=4),
+                _s3_line("S1", "p4/old-00811", d7, "changed-skipped", batch=5),
+                _s3_line("S1", "p4/old-00811", d8, batch=6),
+                _s3_line("S1", "p4/old-00811", d7, rule="noncurrentVersionsMaxAge",
+                         batch=7)],
         plan_runs={"S1"},
         requests=[
             Request(t0=T - 50, t1=T - 49.9, method="POST", bucket="b", key="",
@@ -182,6 +192,16 @@ def clean_versioned(tmp: Path) -> Trial:
                     markers=[["data/p3/old-00082", "Mb"]]),
             Request(t0=T - 7, t1=T - 6.9, method="DELETE", bucket="b",
                     key="data/p3/old-00082", query={"versionId": "v5"}, status=204),
+            Request(t0=T - 29.5, t1=T - 29.4, method="DELETE", bucket="b",
+                    key="data/p4/old-00811", query={}, status=204,
+                    markers=[["data/p4/old-00811", "Mc"]]),
+            Request(t0=T - 28, t1=T - 27.9, method="DELETE", bucket="b",
+                    key="data/p4/old-00811", query={"versionId": "Mc"}, status=204),
+            Request(t0=T - 6, t1=T - 5.9, method="DELETE", bucket="b",
+                    key="data/p4/old-00811", query={}, status=204,
+                    markers=[["data/p4/old-00811", "Md"]]),
+            Request(t0=T - 5, t1=T - 4.9, method="DELETE", bucket="b",
+                    key="data/p4/old-00811", query={"versionId": "v7"}, status=204),
         ],
         versions=[Version("p0/old-00000", "M1", None, True, T - 50),
                   Version("keep/k-000", "vk", d_keep, True, T - 100),
@@ -190,7 +210,9 @@ def clean_versioned(tmp: Path) -> Trial:
                   Version("p1/young-0000", "vy", d_young, True, T - 3),
                   Version("p3/old-00082", "v6", d6, False, T - 40),
                   Version("p3/old-00082", "Ma", None, False, T - 40),
-                  Version("p3/old-00082", "Mb", None, True, T - 8)])
+                  Version("p3/old-00082", "Mb", None, True, T - 8),
+                  Version("p4/old-00811", "v8", d8, False, T - 30),
+                  Version("p4/old-00811", "Md", None, True, T - 6)])
     return t
 
 
@@ -207,7 +229,7 @@ def test_clean_trial_passes(tmp_path: Path) -> None:
 def test_clean_versioned_trial_passes(tmp_path: Path) -> None:
     v = check((t := clean_versioned(tmp_path)).rec, s3=t.s3, now=T)
     assert v.violations == []
-    assert (v.stats["s3_delete_requests"], v.stats["s3_markers"]) == (5, 3)
+    assert (v.stats["s3_delete_requests"], v.stats["s3_markers"]) == (9, 5)
 
 
 # -- one plant per property: (name, expected kind, plant) ------------------------------
