@@ -86,6 +86,10 @@ def run_main(argv: Sequence[str]) -> int:
         return 2
     metrics = Metrics()
     raft_metrics = RaftMetrics(registry=metrics.registry)
+    # Whether this replica joins an existing cluster or helps bootstrap a new one is
+    # not decided here: the seed cannot tell (after `helm upgrade --set replicaCount=5`
+    # the new pods are in the seed too). RaftJournal asks the peers first (docs/raft.md,
+    # "Who bootstraps"); outside the seed it never bootstraps.
     journal = RaftJournal(self_address=disc.self_address, peers=disc.peers, password=password,
                           data_dir=f"{config.data_dir}/raft", bind_address=disc.bind_address,
                           join=not disc.in_seed, metrics=raft_metrics)
