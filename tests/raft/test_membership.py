@@ -80,12 +80,7 @@ def test_new_replicas_do_not_form_a_cluster_while_the_old_one_is_unreachable(
     try:
         for new in (3, 4):
             cluster.start(new, peers=[0, 1, 2, 3, 4])
-        end = time.monotonic() + 8.0  # many election timeouts and probe rounds
-        while time.monotonic() < end:
-            for new in (3, 4):
-                st = cluster.status(new)
-                assert st is None or (st["leader"] is None and st["state"] != "leader"), st
-            time.sleep(0.2)
+        no_leader_among(cluster, [3, 4], 8.0)  # many election timeouts and probe rounds
     finally:
         for i in range(3):
             cluster.signal(i, signal.SIGCONT)
@@ -95,6 +90,45 @@ def test_new_replicas_do_not_form_a_cluster_while_the_old_one_is_unreachable(
     assert st is not None and st["term"] >= 1
     assert cluster.get(3, "/state")["runs"]["a/p"]["run_id"] == "r1"
     del old
+
+
+def no_leader_among(c: Cluster, nodes: list[int], seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for i in nodes:
+            st = c.status(i)
+            assert st is None or (st["leader"] is None and st["state"] != "leader"), st
+        time.sleep(0.2)
+
+
+def test_new_replicas_that_are_a_majority_of_the_seed_never_bootstrap(
+        cluster: Cluster) -> None:
+    """3 -> 7 in one go while the old members are frozen: the four new replicas are
+    a majority of the seed of seven and reach each other. None may bootstrap (only
+    lethe-0, which holds data, could), also after they crash and restart while
+    still held (a held replica writes no membership file: with one it would start
+    as a member of the seed and campaign)."""
+    cluster.start_all(3)
+    cluster.wait_leader()
+    cluster.commit(begin("r1", "a/p"))
+    new = [3, 4, 5, 6]
+    for i in range(3):
+        cluster.signal(i, signal.SIGSTOP)
+    try:
+        for i in new:
+            cluster.start(i, peers=list(range(7)))
+        no_leader_among(cluster, new, 6.0)
+        for i in new:
+            cluster.kill(i)
+        for i in new:
+            cluster.start(i, peers=list(range(7)))
+        no_leader_among(cluster, new, 6.0)
+    finally:
+        for i in range(3):
+            cluster.signal(i, signal.SIGCONT)
+    cluster.wait_for(lambda: agree(cluster, list(range(7)), 7), timeout=60,
+                     what="the four joined the old cluster")
+    assert all(cluster.get(i, "/state")["runs"]["a/p"]["run_id"] == "r1" for i in new)
 
 
 def test_wiped_member_outside_its_seed_rejoins(cluster: Cluster) -> None:

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -802,11 +802,13 @@ class RaftJournal:
         if self.is_leader():
             return MembershipStep("member", members=frozenset(self.members()))
         holding = self.holding()
-        asked: dict[str, PeerView | None] = {}
         candidates = [p for p in dict.fromkeys([*self._seed_peers(), *sorted(self._seed)])
                       if p != self._self]
-        for peer in candidates:
-            asked[peer] = self._peer_view(peer)
+        # In parallel: a frozen peer costs PROBE_TIMEOUT, not one per peer.
+        with ThreadPoolExecutor(max_workers=max(1, len(candidates)),
+                                thread_name_prefix="raft-probe") as pool:
+            asked: dict[str, PeerView | None] = dict(
+                zip(candidates, pool.map(self._peer_view, candidates), strict=True))
         # Ask the leaders they name too (a member outside our seed, e.g. ordinal 4
         # for a pod started with a seed of 3).
         for view in list(asked.values()):
@@ -824,9 +826,15 @@ class RaftJournal:
             return
 
         def apply() -> None:
-            self._sync._SyncObj__updateClusterConfiguration(others)
+            # Decided from answers gathered a moment ago: if a leader has begun to
+            # send us the log meanwhile, the log maintains the membership; never
+            # overwrite it with an older view.
+            sync = self._sync
+            if not sync.holding and sync._SyncObj__raftLeader is not None:
+                return
+            log.info("raft: %s takes the leader's membership: %s", self._self, ", ".join(others))
+            sync._SyncObj__updateClusterConfiguration(others)
 
-        log.info("raft: %s takes the leader's membership: %s", self._self, ", ".join(others))
         self._sync.call_on_tick(apply)
 
     def _membership_change(self, start: Callable[[Callable[[Any, int], None]], None], *,
