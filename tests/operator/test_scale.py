@@ -170,3 +170,28 @@ def test_scale_3_to_5_to_3(pods: LocalReplicas, crds_installed: KubeCluster) -> 
     assert not [line for i in range(5) for line in log_of(reps, i).splitlines()
                 if "Traceback" in line]
 
+
+
+def test_kubectl_scale_again_with_the_kept_volumes(pods: LocalReplicas,
+                                                   crds_installed: KubeCluster) -> None:
+    """After the test above: ``kubectl scale`` 3 -> 5 changes no pod template, so the
+    new pods keep ``LETHE_RAFT_REPLICAS=3`` (outside the seed), and they reuse the
+    volumes of the earlier lethe-3 and lethe-4, which remember a membership that no
+    longer lists them. They are added back; then 5 -> 3 again."""
+    kube, reps = crds_installed, pods
+    wait_for(lambda: one_cluster(reps, range(3)), timeout=60, what="three members")
+    assert reps.raft_replicas == 3
+    for i in (3, 4):
+        assert (reps.replicas[i].data_dir / "raft/members.json").exists()
+    scale(kube, 5)
+    for i in (3, 4):
+        reps.start(i)
+    reps.wait_ready(timeout=120)
+    wait_for(lambda: one_cluster(reps, range(5)), timeout=60, what="five members again")
+    run_job(kube, reps, "after-kubectl-up")
+    scale(kube, 3)
+    for i in (4, 3):  # one at a time this time
+        reps.signal(i, signal.SIGTERM)
+        proc = reps.replicas[i].proc
+        assert proc is not None and proc.wait(timeout=45) == 0, log_of(reps, i)[-3000:]
+    wait_for(lambda: one_cluster(reps, range(3)), timeout=60, what="back to three members")
