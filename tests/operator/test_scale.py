@@ -195,3 +195,28 @@ def test_kubectl_scale_again_with_the_kept_volumes(pods: LocalReplicas,
         proc = reps.replicas[i].proc
         assert proc is not None and proc.wait(timeout=45) == 0, log_of(reps, i)[-3000:]
     wait_for(lambda: one_cluster(reps, range(3)), timeout=60, what="back to three members")
+
+
+def test_a_replica_that_cannot_leave_says_so_in_one_line(pods: LocalReplicas,
+                                                          crds_installed: KubeCluster) -> None:
+    """Scale-down while the other members are frozen: the leave cannot commit. The
+    replica still exits 0 within its grace period and says, in one log line and
+    not a traceback, that the others still count it."""
+    kube, reps = crds_installed, pods
+    scale(kube, 4)
+    reps.start(3)
+    reps.wait_ready(timeout=120, indexes=[3])
+    wait_for(lambda: one_cluster(reps, range(4)), timeout=60, what="four members")
+    scale(kube, 3)
+    for i in range(3):
+        reps.signal(i, signal.SIGSTOP)
+    try:
+        reps.signal(3, signal.SIGTERM)
+        proc = reps.replicas[3].proc
+        assert proc is not None and proc.wait(timeout=60) == 0, log_of(reps, 3)[-3000:]
+    finally:
+        for i in range(3):
+            reps.signal(i, signal.SIGCONT)
+    text = log_of(reps, 3)
+    assert "could not leave the cluster" in text and "still count" in text, text[-3000:]
+    assert "Traceback" not in text

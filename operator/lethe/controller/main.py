@@ -25,6 +25,7 @@ from lethe.controller.handlers import register, settings
 from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, api_message, load_api
 from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
+from lethe.journal import JournalError
 from lethe.logs import setup_logging
 from lethe.metrics import Metrics
 from lethe.raft.http import raft_ready
@@ -172,6 +173,11 @@ def run_main(argv: Sequence[str]) -> int:
         if _scaling_down(api, config):
             log.info("the StatefulSet shrank below this replica: leaving Raft")
             journal.leave()
+    except JournalError as e:
+        # One line, not a traceback: the operator needs to know the members still
+        # count this replica (docs/raft.md, "Scaling").
+        log.error("%s; the other members still count %s until it is removed",
+                  e, disc.self_address)
     finally:
         journal.close()
         http.shutdown()
