@@ -3,6 +3,14 @@
 Each replica is ``lethe run`` in its own process with its own loopback address
 (127.0.0.2, .3, …) for Raft and HTTP, its own data directory and its own
 kubeconfig, exactly as a pod of the StatefulSet would be, minus the kubelet.
+
+Two layouts. By default each replica gets ``LETHE_RAFT_SELF``/``LETHE_RAFT_PEERS``
+(loopback addresses). With ``statefulset=True`` they are configured as the
+chart configures pods: ``POD_NAME=lethe-<i>``, ``LETHE_RAFT_REPLICAS`` (the
+seed) and ``LETHE_RAFT_SERVICE``, so their Raft identities are
+``lethe-<i>.lethe-raft.lethe-system.svc:7000``; ``python -m lethe.devenv``
+then dials each name at its replica's loopback port through the product's
+test hook (:func:`lethe.raft.discovery.set_dial_overrides`, ``LETHE_DEVENV_DIAL``).
 """
 
 from __future__ import annotations
@@ -68,14 +76,27 @@ class Replica:
         return self.proc is not None and self.proc.poll() is None
 
 
+#: StatefulSet layout: the names the chart gives (release ``lethe``).
+STS_NAMESPACE = "lethe-system"
+STS_SERVICE = "lethe-raft"
+STS_RAFT_PORT = 7000
+
+
 class LocalReplicas:
+    """``count`` replicas (not started). ``statefulset=True``: the chart's layout
+    (see the module doc); ``raft_replicas`` is the ``LETHE_RAFT_REPLICAS`` given to
+    replicas started from then on (change it to play ``helm upgrade``)."""
+
     def __init__(self, *, count: int, workdir: Path, kubeconfigs: Sequence[str],
                  password: str, env: Mapping[str, str] | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, statefulset: bool = False,
+                 raft_replicas: int | None = None) -> None:
         self.workdir = workdir
         self.password = password
         self.env = dict(env or {})
         self.python = python
+        self.statefulset = statefulset
+        self.raft_replicas = count if raft_replicas is None else raft_replicas
         self.replicas: list[Replica] = []
         for i in range(count):
             host = f"127.0.0.{2 + i}"
@@ -86,19 +107,38 @@ class LocalReplicas:
                 http_port=_free_port(host), data_dir=d / "data", log_path=d / "operator.log",
                 kubeconfig=kubeconfigs[i % len(kubeconfigs)]))
 
+    def identity(self, r: Replica) -> str:
+        """``r``'s Raft identity (what ``/raft`` calls it)."""
+        if self.statefulset:
+            return f"{r.name}.{STS_SERVICE}.{STS_NAMESPACE}.svc:{STS_RAFT_PORT}"
+        return r.raft_address
+
     def _env(self, r: Replica) -> dict[str, str]:
-        peers = ",".join(o.raft_address for o in self.replicas if o is not r)
         src = Path(__file__).resolve().parents[1]
-        return {
+        env = {
             **os.environ, **self.env,
             "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "POD_NAME": r.name, "POD_NAMESPACE": "lethe-system",
+            "POD_NAME": r.name, "POD_NAMESPACE": STS_NAMESPACE,
             "KUBECONFIG": r.kubeconfig,
-            "LETHE_RAFT_SELF": r.raft_address, "LETHE_RAFT_PEERS": peers,
             "LETHE_RAFT_PASSWORD": self.password,
             "LETHE_HTTP_HOST": r.host, "LETHE_HTTP_PORT": str(r.http_port),
             "LETHE_DATA_DIR": str(r.data_dir),
         }
+        if self.statefulset:
+            env.update({
+                "LETHE_RAFT_SERVICE": STS_SERVICE, "LETHE_RAFT_PORT": str(STS_RAFT_PORT),
+                "LETHE_RAFT_REPLICAS": str(self.raft_replicas),
+                "LETHE_RAFT_BIND": r.raft_address,
+                "LETHE_DEVENV_DIAL": ",".join(f"{self.identity(o)}={o.raft_address}"
+                                              for o in self.replicas),
+            })
+        else:
+            env.update({
+                "LETHE_RAFT_SELF": r.raft_address,
+                "LETHE_RAFT_PEERS": ",".join(o.raft_address for o in self.replicas
+                                             if o is not r),
+            })
+        return env
 
     def start(self, index: int | None = None) -> None:
         for r in self.replicas if index is None else [self.replicas[index]]:
@@ -106,8 +146,9 @@ class LocalReplicas:
                 continue
             r.data_dir.mkdir(parents=True, exist_ok=True)
             r._log = open(r.log_path, "ab")  # noqa: SIM115  (kept open for the process)
+            module = "lethe.devenv" if self.statefulset else "lethe.cli.main"
             r.proc = subprocess.Popen(
-                [self.python, "-m", "lethe.cli.main", "run"], env=self._env(r),
+                [self.python, "-m", module, "run"], env=self._env(r),
                 stdout=r._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def signal(self, index: int, sig: int) -> None:
@@ -156,8 +197,9 @@ class LocalReplicas:
         raise TimeoutError(f"no Raft leader among local replicas within {timeout:.0f}s; "
                            f"logs in {self.workdir}")
 
-    def wait_ready(self, *, timeout: float = 60.0) -> None:
-        """Wait until every replica answers ``/readyz`` with 200.
+    def wait_ready(self, *, timeout: float = 60.0, indexes: Sequence[int] | None = None
+                   ) -> None:
+        """Wait until every replica (or those in ``indexes``) answers ``/readyz`` with 200.
 
         Every replica counts, not only those alive at the call: a replica that was
         never started or has exited fails at once. Raises RuntimeError naming the
@@ -165,9 +207,10 @@ class LocalReplicas:
         naming those still not ready after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
-        pending = list(self.replicas)
+        chosen = self.replicas if indexes is None else [self.replicas[i] for i in indexes]
+        pending = list(chosen)
         while True:
-            for r in self.replicas:  # also those already ready: all must stay up
+            for r in chosen:  # also those already ready: all must stay up
                 if not r.alive():
                     code = "never started" if r.proc is None else f"exit {r.proc.returncode}"
                     tail = r.log_path.read_text(errors="replace")[-3000:] \
@@ -183,3 +226,20 @@ class LocalReplicas:
                 raise TimeoutError(f"replicas {[r.name for r in pending]} not ready in "
                                    f"{timeout:.0f}s ({said}); logs in {self.workdir}")
             time.sleep(0.3)
+
+
+def _run_dialled() -> int:
+    """``python -m lethe.devenv run``: ``lethe run`` dialling each Raft identity in
+    ``LETHE_DEVENV_DIAL`` (``name=host:port,…``) at a loopback port instead of
+    resolving it (StatefulSet layout without a cluster DNS; tests only)."""
+    from lethe.cli.main import main
+    from lethe.raft.discovery import set_dial_overrides
+
+    pairs = (item.partition("=") for item in
+             filter(None, os.environ.get("LETHE_DEVENV_DIAL", "").split(",")))
+    set_dial_overrides({name: dial for name, _, dial in pairs})
+    return int(main(sys.argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(_run_dialled())

@@ -25,6 +25,7 @@ from lethe.controller.handlers import register, settings
 from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, api_message, load_api
 from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
+from lethe.journal import JournalError
 from lethe.logs import setup_logging
 from lethe.metrics import Metrics
 from lethe.raft.http import raft_ready
@@ -86,6 +87,10 @@ def run_main(argv: Sequence[str]) -> int:
         return 2
     metrics = Metrics()
     raft_metrics = RaftMetrics(registry=metrics.registry)
+    # Whether this replica joins an existing cluster or helps bootstrap a new one is
+    # not decided here: the seed cannot tell (after `helm upgrade --set replicaCount=5`
+    # the new pods are in the seed too). RaftJournal asks the peers first (docs/raft.md,
+    # "Who bootstraps"); outside the seed it never bootstraps.
     journal = RaftJournal(self_address=disc.self_address, peers=disc.peers, password=password,
                           data_dir=f"{config.data_dir}/raft", bind_address=disc.bind_address,
                           join=not disc.in_seed, metrics=raft_metrics)
@@ -168,6 +173,11 @@ def run_main(argv: Sequence[str]) -> int:
         if _scaling_down(api, config):
             log.info("the StatefulSet shrank below this replica: leaving Raft")
             journal.leave()
+    except JournalError as e:
+        # One line, not a traceback: the operator needs to know the members still
+        # count this replica (docs/raft.md, "Scaling").
+        log.error("%s; the other members still count %s until it is removed",
+                  e, disc.self_address)
     finally:
         journal.close()
         http.shutdown()

@@ -39,7 +39,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--insecure-dev-raft", action="store_true",
                    help="run WITHOUT a password: unauthenticated, local development only")
     p.add_argument("--http", default=None, help="host:port of the test HTTP server")
-    p.add_argument("--join", action="store_true", help="ask the leader to add this node")
+    p.add_argument("--join", action="store_true",
+                   help="this node is not part of the seed (--peers): it never bootstraps "
+                        "a cluster, it only joins one")
     p.add_argument("--leave-on-term", action="store_true",
                    help="on SIGTERM, leave the cluster before exiting")
     p.add_argument("--dial", action="append", default=[],

@@ -8,9 +8,13 @@ the short DNS cache in :mod:`lethe.raft.config`). The headless Service should
 set ``publishNotReadyAddresses: true`` so peers resolve before they are Ready.
 
 The configured size is only the bootstrap seed. Once a cluster exists its
-membership lives in the Raft log: a replica whose name is not in the seed
-(``kubectl scale`` does not change the pod template, so new pods still see the
-old size) joins through the leader, and a replica that is scaled away leaves.
+membership lives in the Raft log. Being in the seed does not make a replica a
+member: after ``helm upgrade --set replicaCount=5`` the new pods lethe-3 and
+lethe-4 are in the seed of five, yet the cluster is lethe-0..2. A replica
+without Raft data therefore asks its peers first and joins through the leader
+(:class:`lethe.raft.node.RaftJournal`); one outside the seed (``kubectl scale``
+does not change the pod template, so new pods still see the old size) never
+bootstraps. A replica that is scaled away leaves.
 """
 
 from __future__ import annotations
@@ -96,7 +100,9 @@ class Discovery:
 
     @property
     def in_seed(self) -> bool:
-        """False for a replica added by scale-up: it must join through the leader."""
+        """False for a replica added by ``kubectl scale`` without a new configured size:
+        it never bootstraps, it can only join. True does not mean "member" (see the
+        module doc)."""
         return self.self_address in self.seed
 
 

@@ -25,8 +25,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +65,156 @@ QUORUM_REPORT_AFTER = 5.0
 QUORUM_LOG_EVERY = 30.0
 
 
+#: Seconds between two rounds of asking the peers about the cluster, and the
+#: timeout of one peer's answer, while a replica is not yet a member.
+PROBE_EVERY = 0.5
+PROBE_TIMEOUT = 1.0
+_STATE_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER in its status
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """A peer's pysyncobj ``status``, reduced to what the membership decision needs."""
+
+    address: str
+    #: The leader it follows (itself when it leads), or None.
+    leader: str | None
+    is_leader: bool
+    term: int
+    #: Its membership: itself and its partners.
+    members: frozenset[str]
+    #: Its log holds more than pysyncobj's initial no-op entry, or it committed one.
+    has_data: bool
+
+
+def peer_view(address: str, raw: Any) -> PeerView | None:
+    """Parse the dict a pysyncobj ``status`` utility command returns (None if it is not one)."""
+    if not isinstance(raw, dict):
+        return None
+    prefix = "partner_node_status_server_"
+    leader = raw.get("leader")
+    me = str(getattr(raw.get("self"), "id", address))
+    try:
+        return PeerView(address=address, leader=None if leader is None else str(leader.id),
+                        is_leader=raw.get("state") == _STATE_LEADER,
+                        term=int(raw.get("raft_term", 0)),
+                        members=frozenset([me, *(k[len(prefix):] for k in raw
+                                                 if str(k).startswith(prefix))]),
+                        has_data=int(raw.get("log_len", 0)) > 1
+                        or int(raw.get("commit_idx", 0)) > 1)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipStep:
+    """What a replica that is not yet a confirmed member does next (see membership_step)."""
+
+    #: member: done. adopt: take ``members`` and wait for the leader to feed us.
+    #: join: take ``members`` and ask ``leader`` to add us. bootstrap: campaign
+    #: with the seed. wait: ask again later (``reason`` says why).
+    kind: str
+    members: frozenset[str] = frozenset()
+    leader: str | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "adopt":
+            return f"listed by the leader {self.leader}: waiting for it to send the log"
+        if self.kind == "join":
+            return (f"not a member of the cluster led by {self.leader} "
+                    f"({', '.join(sorted(self.members))}): asking it to add this replica")
+        if self.kind == "bootstrap":
+            return f"no cluster exists: bootstrapping one with the seed ({self.reason})"
+        return self.reason
+
+
+def membership_step(*, me: str, seed: frozenset[str], bootstrapper: str | None, holding: bool,
+                    views: Mapping[str, PeerView | None]) -> MembershipStep:
+    """Decide from the peers' answers (``views``; None = no answer); pure.
+
+    A leader's answer decides: listed there, we are a member (``holding``: wait
+    to be fed first); not listed, we join. Without a leader a replica with Raft
+    data simply waits (it campaigns as usual meanwhile). A held replica
+    bootstraps only if it is ``bootstrapper``, no answer shows Raft data, and a
+    majority of ``seed`` (itself included) answered with exactly ``seed`` as
+    their membership and no data: then no cluster can exist that a majority
+    of the seed belongs to, and every replica that votes holds the same seed.
+    """
+    leaders = sorted((v for v in views.values() if v is not None and v.is_leader),
+                     key=lambda v: v.term, reverse=True)
+    if leaders:
+        top = leaders[0]
+        if me in top.members:
+            kind = "adopt" if holding else "member"
+            return MembershipStep(kind, members=top.members, leader=top.address)
+        return MembershipStep("join", members=top.members, leader=top.address)
+    named = sorted({v.leader for v in views.values() if v is not None and v.leader})
+    if named:
+        return MembershipStep("wait", reason=f"peers name the leader {', '.join(named)}, "
+                                             "which did not answer yet")
+    answered = sorted(a for a, v in views.items() if v is not None)
+    if not holding:
+        return MembershipStep("wait", reason="no leader known; answered: "
+                                             + (", ".join(answered) or "nobody"))
+    data = sorted(v.address for v in views.values() if v is not None and v.has_data)
+    if data:
+        return MembershipStep("wait", reason=f"no Raft data here, and {', '.join(data)} "
+                                             "hold Raft data but know no leader: waiting "
+                                             "for their cluster's leader")
+    if me != bootstrapper:
+        return MembershipStep("wait", reason=f"no Raft data and no cluster found (answered: "
+                                             f"{', '.join(answered) or 'nobody'}): waiting "
+                                             f"for {bootstrapper} to bootstrap or a leader")
+    fresh = [a for a, v in views.items() if v is not None and a in seed and v.members == seed]
+    need = len(seed) // 2 + 1
+    why = (f"{1 + len(fresh)} of the {len(seed)} seed replicas answered without Raft data, "
+           f"{need} needed")
+    if 1 + len(fresh) >= need:
+        return MembershipStep("bootstrap", members=seed, reason=why)
+    return MembershipStep("wait", reason=f"no Raft data and no cluster found: {why} "
+                                         "before bootstrapping")
+
+
+class _HoldingSyncObj(PreVoteSyncObj):
+    """``PreVoteSyncObj`` that can be held: while ``holding`` it never campaigns
+    (it still votes and follows a leader that feeds it). The first append from a
+    leader ends the hold (a leader only sends to its members), as does
+    :meth:`bootstrap`. Also runs callables on the tick thread (``call_on_tick``),
+    where pysyncobj's state may be changed."""
+
+    def __init__(self, *args: Any, hold: bool, **kwargs: Any) -> None:
+        # Set before SyncObj.__init__: its tick thread may start at once.
+        self.holding = hold
+        self._tick_calls: list[Callable[[], None]] = []
+        self._tick_calls_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def call_on_tick(self, fn: Callable[[], None]) -> None:
+        with self._tick_calls_lock:
+            self._tick_calls.append(fn)
+
+    def bootstrap(self) -> None:
+        """Tick thread: end the hold and campaign now (a majority of the seed is fresh)."""
+        if self.holding:
+            self.holding = False
+            self._SyncObj__raftElectionDeadline = time.monotonic()
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        with self._tick_calls_lock:
+            calls, self._tick_calls = self._tick_calls, []
+        for fn in calls:
+            fn()
+        if self.holding:
+            if self._SyncObj__raftLeader is not None:
+                self.holding = False
+                log.info("raft: %s: a leader sends this replica the log; it is a member",
+                         self._SyncObj__selfNode.id)
+            else:
+                self._SyncObj__raftElectionDeadline = float("inf")
+        super()._onTick(timeToWait)
+
+
 @dataclass(frozen=True, slots=True)
 class _Published:
     """What the tick thread last observed; replaced atomically, read lock-free."""
@@ -85,10 +235,20 @@ _NOT_LEADING = _Published(leader=False, term=0, quorum_at=float("-inf"),
 class RaftJournal:
     """One Raft member holding the replicated journal. Thread-safe.
 
-    ``peers`` is the bootstrap seed (without ``self_address``). If ``data_dir``
-    holds a membership file from an earlier run, that wins over the seed: once
-    a cluster exists its membership lives in the log. With ``join=True`` (a
-    replica added by scale-up) the node asks the leader to add it.
+    ``peers`` is the bootstrap seed (without ``self_address``; with ``join=True``
+    this replica is not part of the seed, e.g. a pod added by ``kubectl scale``
+    while the pods' configured size stayed the same). If ``data_dir`` holds a
+    membership file from an earlier run, that wins over the seed: once a
+    cluster exists its membership lives in the log.
+
+    A replica without that file (a new pod, a lost volume) does not trust the
+    seed: it holds (never campaigns) and asks its peers whether a cluster
+    exists. If a leader answers, it takes the leader's membership and, when
+    not listed there, asks the leader to add it. Only the seed's first member
+    (``bootstrapper``) may end the hold without a leader, and only once a
+    majority of the seed answered that they hold no Raft data either and
+    nobody answered with data (a fresh install). The rule, and why it cannot
+    form a second cluster, is in docs/raft.md ("Who bootstraps").
     """
 
     def __init__(self, *, self_address: str, peers: Sequence[str], password: str | None,
@@ -117,31 +277,42 @@ class RaftJournal:
         self._closed = threading.Event()
         self._leaderless_since: float | None = time.monotonic()
         self._quorum_logged_at = float("-inf")
+        self._membership_note: str | None = None
+        self._leaving = threading.Event()
 
-        initial = list(dict.fromkeys(p for p in peers if p != self_address))
+        others = list(dict.fromkeys(p for p in peers if p != self_address))
+        #: The bootstrap seed, this replica included unless it joins from outside it.
+        self._seed = frozenset(others if join else [self_address, *others])
+        #: The only seed member that may form a new cluster (the same on every replica
+        #: of one seed: ordinal 0 of a StatefulSet sorts first).
+        self._bootstrapper = min(self._seed) if self._seed else None
         remembered = self._load_members()
-        if remembered is not None:
-            initial = [m for m in remembered if m != self_address]
+        initial = others if remembered is None else [m for m in remembered if m != self_address]
+        # No Raft data: hold until a leader feeds us or we may bootstrap (see class doc).
+        # A seed of one (`lethe apply`, a single replica) has nobody to ask.
+        hold = remembered is None and self._seed != {self_address}
         self._machine = JournalMachine()
         self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
                                bind_address=bind_address)
-        self._sync = PreVoteSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
-                                    conf=self._conf, consumers=[self._machine],
-                                    nodeClass=DialNode, transportClass=LeaseTransport,
-                                    leader_contact=self._leader_contact)
+        self._sync = _HoldingSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
+                                     conf=self._conf, consumers=[self._machine],
+                                     nodeClass=DialNode, transportClass=LeaseTransport,
+                                     leader_contact=self._leader_contact, hold=hold)
         self._sync.addOnTickCallback(self._on_tick)
-        if not initial and not join:
+        if not initial and not hold:
             # A one-node cluster (`lethe apply`, a single replica) campaigns on its
             # first tick instead of after a random 0.4-0.8 s: the timeout only gives
             # a live leader's heartbeats the chance to arrive first, and no other
             # member exists to send any. Raft's safety never rests on timeouts; the
             # lease of a one-node cluster needs no follower either.
             self._sync._SyncObj__raftElectionDeadline = 0.0
-        self._joiner: threading.Thread | None = None
-        if join and remembered is None:
-            self._joiner = threading.Thread(target=self._join_loop, name="raft-join",
-                                            daemon=True)
-            self._joiner.start()
+        self._membership_thread: threading.Thread | None = None
+        if hold or remembered is not None:
+            # Also with data: a replica removed by a scale-down whose volume was kept
+            # remembers a membership that no longer lists it, and must ask to be added.
+            self._membership_thread = threading.Thread(
+                target=self._membership_loop, name="raft-membership", daemon=True)
+            self._membership_thread.start()
 
     # -- Journal protocol -------------------------------------------------------------
 
@@ -267,21 +438,10 @@ class RaftJournal:
                                                                             callback=cb),
                                 what=f"remove {address}", timeout=timeout)
 
-    def join(self, *, timeout: float = 30.0) -> None:
-        """Ask the cluster (any member forwards to the leader) to add me; wait for a leader."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._closed.is_set():
-            if self.leader() is not None:
-                return
-            for peer in self._seed_peers():
-                reply = self._utility(peer, ["add", self._self], timeout=2.0)
-                if reply is not None and reply.startswith("SUCCESS"):
-                    log.info("raft: %s joined through %s", self._self, peer)
-                    break
-            if self._wait_for(lambda: self.leader() is not None, 2.0):
-                return
-        if self.leader() is None:
-            raise JournalError(f"could not join the cluster within {timeout:.0f}s")
+    def holding(self) -> bool:
+        """True while this replica, started without Raft data, may not campaign yet:
+        no leader has fed it and it may not bootstrap (see the class doc)."""
+        return bool(self._sync.holding)
 
     def leave(self, *, timeout: float = 15.0) -> None:
         """Graceful scale-down: hand over leadership if needed, then get removed.
@@ -291,6 +451,11 @@ class RaftJournal:
         remove it. Returns once a peer no longer lists us, or raises.
         """
         deadline = time.monotonic() + timeout
+        # No more "add me" from the membership loop once we ask to be removed.
+        self._leaving.set()
+        thread = self._membership_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=PROBE_TIMEOUT + 2.5)
         while time.monotonic() < deadline:
             if not self._sync.otherNodes:
                 return  # a one-node cluster has nobody to hand over to
@@ -376,6 +541,9 @@ class RaftJournal:
         if rejected:
             text += (f"; {rejected} incoming messages failed authentication "
                      "(a peer with another Raft password?)")
+        note = self._membership_note
+        if note is not None:
+            text += f"; membership: {note}"
         return text
 
     def _watch_quorum(self, now: float, leader: str | None) -> None:
@@ -531,7 +699,10 @@ class RaftJournal:
                 lease_valid=expiry > now and self._machine.fenced() == term)
 
     def _persist_members(self, others: list[Any]) -> None:
-        if self._data_dir is None:
+        # Not while holding: the file means "this replica belongs to a cluster". A
+        # held replica that restarted with its seed remembered would campaign with
+        # it and could form a second cluster with other new replicas.
+        if self._data_dir is None or self._sync.holding:
             return
         members = tuple(sorted({self._self, *(str(n.id) for n in others)}))
         if members == self._members_written:
@@ -584,13 +755,87 @@ class RaftJournal:
             return None
         return None if reply is None else str(reply)
 
-    def _join_loop(self) -> None:
-        # Give an existing cluster one election period to contact us first.
-        time.sleep(self._timings.raft_max_timeout)
+    def _peer_view(self, peer: str) -> PeerView | None:
+        """``peer``'s own status over the authenticated Raft port, or None if it
+        does not answer within PROBE_TIMEOUT."""
         try:
-            self.join(timeout=3600.0)
-        except JournalError as exc:
-            log.error("raft: %s", exc)
+            raw = TcpUtility(self._password, PROBE_TIMEOUT).executeCommand(DialNode(peer),
+                                                                           ["status"])
+        except (UtilityException, OSError) as exc:
+            log.debug("raft: status of %s failed: %s", peer, exc)
+            return None
+        return peer_view(peer, raw)
+
+    def _membership_loop(self) -> None:
+        """Until this replica is a member of a cluster that has a leader: ask the
+        peers, adopt the leader's membership, ask it to add us, or bootstrap."""
+        said: str | None = None
+        while not self._closed.is_set() and not self._leaving.is_set():
+            try:
+                step = self._membership_round()
+            except Exception:  # never let the thread die silently: retry next round
+                log.exception("raft: membership check failed")
+                step = MembershipStep("wait", reason="membership check failed (see log)")
+            if step.kind == "member":
+                if said is not None:
+                    log.info("raft: %s is a member of the cluster of %s", self._self,
+                             ", ".join(sorted(step.members)))
+                self._membership_note = None
+                return
+            text = step.describe()
+            self._membership_note = text
+            if text != said:
+                log.info("raft: %s: %s", self._self, text)
+                said = text
+            if step.kind == "bootstrap":
+                self._sync.call_on_tick(self._sync.bootstrap)
+            elif step.kind in ("adopt", "join"):
+                self._adopt(step.members)
+                if step.kind == "join" and step.leader is not None \
+                        and not self._leaving.is_set():
+                    reply = self._utility(step.leader, ["add", self._self], timeout=2.0)
+                    if reply is not None and reply.startswith("SUCCESS"):
+                        log.info("raft: %s added to the cluster by %s", self._self, step.leader)
+            self._closed.wait(PROBE_EVERY)
+
+    def _membership_round(self) -> MembershipStep:
+        if self.is_leader():
+            return MembershipStep("member", members=frozenset(self.members()))
+        holding = self.holding()
+        candidates = [p for p in dict.fromkeys([*self._seed_peers(), *sorted(self._seed)])
+                      if p != self._self]
+        # In parallel: a frozen peer costs PROBE_TIMEOUT, not one per peer.
+        with ThreadPoolExecutor(max_workers=max(1, len(candidates)),
+                                thread_name_prefix="raft-probe") as pool:
+            asked: dict[str, PeerView | None] = dict(
+                zip(candidates, pool.map(self._peer_view, candidates), strict=True))
+        # Ask the leaders they name too (a member outside our seed, e.g. ordinal 4
+        # for a pod started with a seed of 3).
+        for view in list(asked.values()):
+            if view is not None and view.leader and view.leader not in asked \
+                    and view.leader != self._self:
+                asked[view.leader] = self._peer_view(view.leader)
+        return membership_step(me=self._self, seed=self._seed, bootstrapper=self._bootstrapper,
+                               holding=holding, views=asked)
+
+    def _adopt(self, members: frozenset[str]) -> None:
+        """Make ``members`` (a leader's view) our peers, on the tick thread: a new
+        replica must accept the leader's connection and dial its members."""
+        others = sorted(m for m in members if m != self._self)
+        if set(others) == set(self._other_ids()):
+            return
+
+        def apply() -> None:
+            # Decided from answers gathered a moment ago: if a leader has begun to
+            # send us the log meanwhile, the log maintains the membership; never
+            # overwrite it with an older view.
+            sync = self._sync
+            if not sync.holding and sync._SyncObj__raftLeader is not None:
+                return
+            log.info("raft: %s takes the leader's membership: %s", self._self, ", ".join(others))
+            sync._SyncObj__updateClusterConfiguration(others)
+
+        self._sync.call_on_tick(apply)
 
     def _membership_change(self, start: Callable[[Callable[[Any, int], None]], None], *,
                            what: str, timeout: float) -> None:
