@@ -10,7 +10,7 @@ chart configures pods: ``POD_NAME=lethe-<i>``, ``LETHE_RAFT_REPLICAS`` (the
 seed) and ``LETHE_RAFT_SERVICE``, so their Raft identities are
 ``lethe-<i>.lethe-raft.lethe-system.svc:7000``; ``python -m lethe.devenv``
 then dials each name at its replica's loopback port through the product's
-test hook (:func:`lethe.raft.discovery.set_dial_overrides`, ``LETHE_DEVENV_DIAL``).
+test hook (:func:`lethe.raft.discovery.set_dial_overrides`, ``LETHE_TEST_DIAL``).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class LocalReplicas:
                 "LETHE_RAFT_SERVICE": STS_SERVICE, "LETHE_RAFT_PORT": str(STS_RAFT_PORT),
                 "LETHE_RAFT_REPLICAS": str(self.raft_replicas),
                 "LETHE_RAFT_BIND": r.raft_address,
-                "LETHE_DEVENV_DIAL": ",".join(f"{self.identity(o)}={o.raft_address}"
+                "LETHE_TEST_DIAL": ",".join(f"{self.identity(o)}={o.raft_address}"
                                               for o in self.replicas),
             })
         else:
@@ -230,13 +230,13 @@ class LocalReplicas:
 
 def _run_dialled() -> int:
     """``python -m lethe.devenv run``: ``lethe run`` dialling each Raft identity in
-    ``LETHE_DEVENV_DIAL`` (``name=host:port,…``) at a loopback port instead of
+    ``LETHE_TEST_DIAL`` (``name=host:port,…``) at a loopback port instead of
     resolving it (StatefulSet layout without a cluster DNS; tests only)."""
     from lethe.cli.main import main
     from lethe.raft.discovery import set_dial_overrides
 
     pairs = (item.partition("=") for item in
-             filter(None, os.environ.get("LETHE_DEVENV_DIAL", "").split(",")))
+             filter(None, os.environ.get("LETHE_TEST_DIAL", "").split(",")))
     set_dial_overrides({name: dial for name, _, dial in pairs})
     return int(main(sys.argv[1:]) or 0)
 

@@ -43,6 +43,9 @@ class OperatorConfig:
     tick_seconds: float = 1.0
     #: How late a scheduled slot may still start; later ones count as missed.
     starting_deadline: float = 300.0
+    #: Runs the leader executes at once (threads; each mostly waits on the API
+    #: server, Raft and storage).
+    concurrent_runs: int = 16
     raft_self: str = ""
     raft_peers: tuple[str, ...] = ()
     raft_bind: str = ""
@@ -153,6 +156,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--starting-deadline", "LETHE_STARTING_DEADLINE_SECONDS", "300",
             "seconds a scheduled run may start late; a later one counts as missed",
             parse=_positive_float),
+    Setting("--concurrent-runs", "LETHE_CONCURRENT_RUNS", "16",
+            "runs (of different policies) the leader executes at the same time",
+            parse=_positive_int),
     # -- Raft (docs/raft.md)
     Setting("--raft-port", "LETHE_RAFT_PORT", "7000",
             "Raft port (StatefulSet layout: every member listens on it)", parse=_port),
@@ -262,6 +268,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> O
         log_format=values["log_format"], log_level=values["log_level"],
         tick_seconds=values["tick"],
         starting_deadline=values["starting_deadline"],
+        concurrent_runs=values["concurrent_runs"],
         raft_self=values["raft_self"], raft_peers=_list(values["raft_peers"]),
         raft_bind=values["raft_bind"], raft_service=values["raft_service"],
         raft_port=values["raft_port"], raft_replicas=values["raft_replicas"],

@@ -105,7 +105,8 @@ class Leader:
         self.metrics = metrics
         self.clock = clock
         self.storage_factory = storage_factory
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lethe-run")
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrent_runs,
+                                       thread_name_prefix="lethe-run")
         self._active: dict[str, _Active] = {}  # policy key -> running thread
         self._written: dict[tuple[str, str, str], str] = {}  # what we last patched
         #: A run that stopped on an error stays active in the journal; resume it only
