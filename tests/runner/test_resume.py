@@ -246,3 +246,84 @@ def test_batch_size_out_of_range_names_the_field(value: Any) -> None:
 def test_batch_size_defaults_to_the_s3_cap() -> None:
     policy = parse_spec({"target": {"posix": {"path": "/data"}}}, name="p", namespace="n")
     assert policy.batchSize == 1000
+
+
+class DiesBeforeReadBack:
+    """A versioned bucket's first attempt at its ``at``-th batch, cut where chaos
+    seed 10105 cut it: a writer overwrites 3 of the batch's keys after the re-list,
+    the attempt's one DeleteObjects (no VersionIds: delete markers) lands on top of
+    those overwrites, and the node dies before its read-back could undo them. The
+    request is sent here with the backend's own client, exactly as the backend sends
+    it: a SIGKILL between that request and the next cannot be timed in-process, and
+    this is the state it leaves."""
+
+    def __init__(self, inner: S3Storage, *, at: int, writer: Any, bucket: str) -> None:
+        self.inner, self.at, self.calls = inner, at, 0
+        self.writer, self.bucket = writer, bucket
+        self.overwritten: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def delete_batch(self, entries: Sequence[Entry], *, fence: DeleteFence = no_fence
+                     ) -> list[DeleteResult]:
+        n, self.calls = self.calls, self.calls + 1
+        if n != self.at:
+            return self.inner.delete_batch(entries, fence=fence)
+        self.overwritten = sorted(e.key for e in entries)[:3]
+        for k in self.overwritten:
+            self.writer.put_object(Bucket=self.bucket, Key=f"p/{k}", Body=b"new")
+        self.inner.client.delete_objects(Bucket=self.bucket, Delete={
+            "Objects": [{"Key": f"p/{e.key}"} for e in entries], "Quiet": False})
+        raise Killed
+
+
+def test_s3_resumed_batch_unhides_an_overwrite_its_dead_attempt_hid(
+        journal: RaftJournal, s3_server: Any, s3_bucket: str) -> None:
+    """Chaos seed 10105 (versioned bucket, noncurrentVersionsMaxAge): the leader placed
+    a batch's markers, one on an object overwritten 0.02 s before, and was SIGKILLed
+    during the read-back that would have removed that marker. The new leader's resume
+    found the key gone and recorded ``already-gone``; the overwrite stayed hidden and
+    was later removed for good as a noncurrent version. The resume must remove such a
+    marker again and keep the overwrite current."""
+    client = s3_server.client()
+    client.put_bucket_versioning(Bucket=s3_bucket,
+                                 VersioningConfiguration={"Status": "Enabled"})
+    keys = [f"logs/{i:03d}.log" for i in range(30)]
+    for k in keys:
+        client.put_object(Bucket=s3_bucket, Key=f"p/{k}", Body=b"x" * 50)
+    policy = parse_policy({
+        "apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
+        "metadata": {"name": "s3-unhide", "namespace": "test"},
+        "spec": {"target": {"s3": {"bucket": s3_bucket, "prefix": "p/",
+                                   "endpoint": s3_server.endpoint, "region": "us-east-1",
+                                   "forcePathStyle": True}},
+                 "rules": {"maxAge": "2s"}, "mode": "Enforce", "batchSize": 10,
+                 "safety": {"allowDeleteAll": True}}})
+    time.sleep(3.5)  # LastModified has whole seconds: old at the run's clock
+
+    def storage() -> S3Storage:
+        return S3Storage(policy.target, access_key=s3_server.access_key,  # type: ignore[arg-type]
+                         secret_key=s3_server.secret_key)
+
+    dying = DiesBeforeReadBack(storage(), at=1, writer=client, bucket=s3_bucket)
+    with pytest.raises(Killed):
+        Runner(policy=policy, storage=dying, journal=journal).run()  # type: ignore[arg-type]
+    settle(journal)
+    hidden = dying.overwritten
+    for k in hidden:  # the dead attempt's markers hide the writer's objects
+        with pytest.raises(client.exceptions.NoSuchKey):
+            client.get_object(Bucket=s3_bucket, Key=f"p/{k}")
+    report = Runner(policy=policy, storage=storage(), journal=journal).run()
+    r = report.as_dict()
+    assert r["resumed"] and r["result"] == "Succeeded", r
+    for k in hidden:  # current again, with the writer's content
+        assert client.get_object(Bucket=s3_bucket, Key=f"p/{k}")["Body"].read() == b"new"
+    lines = list(ledger.read_run(storage=storage(), root=policy.ledgerPath,
+                                 run_id=report.run_id))
+    outcome = {x.key: (x.outcome, x.detail) for x in lines if x.batch == 1}
+    for k in hidden:
+        assert outcome[k][0] == "changed-skipped" and "removed again (undo)" in outcome[k][1]
+    assert {o for k, (o, _d) in outcome.items() if k not in hidden} == {"already-gone"}
+    assert Counter(x.key for x in lines) == Counter(keys)
+    assert (r["deleted"], r["skipped_changed"]) == (27, 3), r

@@ -239,9 +239,9 @@ class Runner:
                     self.journal.commit(CompleteBatch(policy=self.key, run_id=run.run_id,
                                                       seq=later.seq, counters={},
                                                       term=self.journal.current_term()))
-                self._finish_inflight(run.run_id, intent, maybe_begun=begun)
+                self._finish_inflight(run.run_id, intent, maybe_begun=begun, since=run.now)
                 break
-            if self._finish_inflight(run.run_id, intent, maybe_begun=begun):
+            if self._finish_inflight(run.run_id, intent, maybe_begun=begun, since=run.now):
                 begun = False
         if self.cancelled():
             self._commit_finish(report, "Aborted", "cancelled between batches (policy "
@@ -464,8 +464,8 @@ class Runner:
         return self.journal.commit_async(CompleteBatch(
             policy=self.key, run_id=report.run_id, seq=intent.seq, term=term, counters=counters))
 
-    def _delete_batch(self, run_id: str, intent: Intent, *, begun_in: int | None = None
-                      ) -> dict[str, int]:
+    def _delete_batch(self, run_id: str, intent: Intent, *, begun_in: int | None = None,
+                      begun_since: float = 0.0) -> dict[str, int]:
         """Delete one journaled batch, write its ledger file, return its counts.
 
         ``begun_in``: the term of an earlier attempt at this batch that may have
@@ -473,7 +473,10 @@ class Runner:
         object then differs from the planned one is recorded ``gone-or-replaced``, not
         ``changed-skipped``: this node cannot tell whether that attempt deleted the
         planned version before a writer put another object there, and the ledger only
-        records what its writer saw (issue #17)."""
+        records what its writer saw (issue #17). On a versioned bucket that attempt
+        may also have placed a marker on an overwrite and died before its read-back:
+        keys found gone are checked for such a marker (written since
+        ``begun_since``, the run's storage clock) and it is removed again."""
         keys = [e.key for e in intent.entries]
         if self._manifest_key:
             manifest.remove_entries(storage=self.storage, path=self._manifest_key, keys=keys)
@@ -494,7 +497,8 @@ class Runner:
         entries: Sequence[Entry] = [
             Entry(key=e.key, size=e.size, mtime=0.0, fingerprint=e.fingerprint,
                   version_id=e.version_id) for e in intent.entries]
-        if intent.entries and intent.entries[0].rule in VERSION_RULES:
+        versions = bool(intent.entries) and intent.entries[0].rule in VERSION_RULES
+        if versions:
             # Exact versions, never current ones: a batch holds only these (see _apply).
             if not isinstance(self.storage, VersionedStorage):
                 raise StorageError(f"{self.storage.describe()} has no object versions")
@@ -504,6 +508,8 @@ class Runner:
         if begun_in is not None:
             results = [_unsure(r, begun_in) if r.outcome is Outcome.CHANGED_SKIPPED else r
                        for r in results]
+            if not versions and isinstance(self.storage, VersionedStorage):
+                results = self._unhide(entries, results, since=begun_since)
         lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
                                    policy=self.key, run_id=run_id, intent=intent,
                                    results=results, when=self.clock(), fence=fence)
@@ -512,7 +518,21 @@ class Runner:
                 log.warning("run %s: %s %s: %s", run_id, r.outcome.value, r.key, r.detail)
         return ledger.counts(lines)
 
-    def _finish_inflight(self, run_id: str, intent: Intent, *, maybe_begun: bool) -> bool:
+    def _unhide(self, entries: Sequence[Entry], results: list[DeleteResult], *,
+                since: float) -> list[DeleteResult]:
+        """``results`` with each ALREADY_GONE key re-checked for a marker of an earlier
+        attempt hiding an overwrite (:meth:`VersionedStorage.unhide_overwrites`)."""
+        assert isinstance(self.storage, VersionedStorage)
+        gone = [i for i, r in enumerate(results) if r.outcome is Outcome.ALREADY_GONE]
+        fixed = self.storage.unhide_overwrites([entries[i] for i in gone], since=since)
+        out = list(results)
+        for i, r in zip(gone, fixed, strict=True):
+            if r is not None:
+                out[i] = r
+        return out
+
+    def _finish_inflight(self, run_id: str, intent: Intent, *, maybe_begun: bool,
+                         since: float = 0.0) -> bool:
         """Finish a batch a previous leader left in flight; ``True`` if it had no ledger
         file (so it was deleted here).
 
@@ -537,7 +557,7 @@ class Runner:
                                                     seq=intent.seq, term=term))
             intent = Intent(seq=intent.seq, term=term, index=index, entries=intent.entries,
                             cursor=intent.cursor)
-        counters = self._delete_batch(run_id, intent, begun_in=begun_in)
+        counters = self._delete_batch(run_id, intent, begun_in=begun_in, begun_since=since)
         self.journal.commit(CompleteBatch(policy=self.key, run_id=run_id, seq=intent.seq,
                                           term=term, counters=counters))
         return True

@@ -209,3 +209,13 @@ class VersionedStorage(Protocol):
     def abort_incomplete_uploads(self, older_than: float) -> int:
         """Abort multipart uploads initiated before ``older_than``; how many."""
         ...
+
+    def unhide_overwrites(self, entries: Sequence[Entry], *, since: float
+                          ) -> builtins.list[DeleteResult | None]:
+        """For a batch an earlier attempt may have begun (a resume): ``entries`` are
+        keys the re-list found gone. Where a delete marker written at or after
+        ``since`` (storage clock, seconds) hides a version other than the planned
+        one, that attempt placed it on an overwrite and died before its read-back:
+        remove it again, as the read-back would have. One result per entry (``None``:
+        nothing to change, the key stays ``ALREADY_GONE``)."""
+        ...

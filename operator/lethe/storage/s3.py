@@ -654,6 +654,67 @@ class S3Storage:
             kwargs["KeyMarker"] = next_key
             kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
 
+    def unhide_overwrites(self, entries: Sequence[Entry], *, since: float
+                          ) -> builtins.list[DeleteResult | None]:
+        """See :meth:`VersionedStorage.unhide_overwrites`. One ListObjectVersions over
+        the keys' range (like :meth:`_newest_versions`); each marker found hiding an
+        unplanned version goes through :meth:`_check_marker`, the read-back's own
+        undo (not fenced: it only takes back a marker of this run)."""
+        if not entries or self._versioning_status() != "Enabled":
+            return [None] * len(entries)
+        fulls = [self.prefix + e.key for e in entries]
+        try:
+            tops = self._version_tops(fulls)
+        except (ClientError, BotoCoreError) as exc:
+            return [DeleteResult(e.key, Outcome.ERROR, "a resumed batch could not read the "
+                                 f"key's versions to look for a marker hiding an overwrite "
+                                 f"({_errtext(exc)})") for e in entries]
+        out: list[DeleteResult | None] = []
+        for entry, full in zip(entries, fulls, strict=True):
+            marker, modified, newest = tops.get(full, (None, 0.0, None))
+            # Whole seconds: a marker of this run's first second is not older than it.
+            if marker is None or newest is None or modified < int(since) - 1:
+                out.append(None)
+                continue
+            outcome, detail = self._check_marker(full, marker, entry, newest, failure="")
+            out.append(None if outcome is Outcome.DELETED else
+                       DeleteResult(entry.key, outcome, detail))
+        return out
+
+    def _version_tops(self, full_keys: Sequence[str]
+                      ) -> dict[str, tuple[str | None, float, dict[str, Any] | None]]:
+        """Per key of ``full_keys`` that has any version: (VersionId of the delete
+        marker on top or None, its LastModified in seconds, the newest version that
+        is not a marker or None). Lists from the keys' common prefix, without a
+        KeyMarker below the first key: moto (the test server) then leaves out that
+        key's delete markers, which are what this looks for. Only resumed batches
+        call it."""
+        lo, hi = min(full_keys), max(full_keys)
+        common = self.prefix
+        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
+            if a != b:
+                break
+            common += a
+        wanted = set(full_keys)
+        markers: dict[str, tuple[str | None, float]] = {}
+        newest: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
+        while True:
+            page = self.client.list_object_versions(**kwargs)
+            for m in page.get("DeleteMarkers", []):
+                if m["Key"] in wanted and m.get("IsLatest"):
+                    markers[m["Key"]] = (str(m["VersionId"]), m["LastModified"].timestamp())
+            for v in page.get("Versions", []):
+                if v["Key"] in wanted and v["Key"] not in newest:
+                    newest[v["Key"]] = dict(v)
+            next_key = page.get("NextKeyMarker")
+            if not page.get("IsTruncated") or not next_key or next_key > hi:
+                break
+            kwargs["KeyMarker"] = next_key
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+        return {k: (*markers.get(k, (None, 0.0)), newest.get(k))
+                for k in set(markers) | set(newest)}
+
     def _check_marker(self, full: str, marker: str, planned: Entry,
                       newest: dict[str, Any] | None, *, failure: str) -> tuple[Outcome, str]:
         """After placing delete marker ``marker`` on ``full`` (I3 on versioned buckets):
