@@ -15,7 +15,6 @@ policy and ``MAX_JOB_MARKERS`` CleanupJob markers. Never the inventory.
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -353,8 +352,20 @@ class JournalState:
         return None
 
     def snapshot(self) -> JournalState:
-        """A deep copy for readers, so they never see a half-applied entry."""
-        return copy.deepcopy(self)
+        """A copy for readers, so they never see a half-applied entry.
+
+        Only what :meth:`apply` changes in place is copied: the containers, and each
+        active run's own dicts. Records (``RunRecord``, ``Intent`` and its entries)
+        are never changed once made, so they are shared: with 1,000 policies a deep
+        copy of their histories took longer than a small run itself, under the lock
+        the Raft thread needs to apply entries.
+        """
+        return JournalState(
+            term=self.term, index=self.index,
+            runs={k: replace(r, inflight=dict(r.inflight), counters=dict(r.counters))
+                  for k, r in self.runs.items()},
+            history={k: list(v) for k, v in self.history.items()},
+            jobs=OrderedDict(self.jobs), last_slot=dict(self.last_slot))
 
 
 class Journal(Protocol):

@@ -182,3 +182,28 @@ def test_log_entries_and_snapshots_from_before_a_new_field_still_load() -> None:
     loaded.__setstate__((None, slots))
     assert loaded.recorded == 0 and loaded.run_id == "r1"
     assert pickle.loads(pickle.dumps(s)).runs[P] == run
+
+
+def test_a_snapshot_does_not_change_with_later_entries() -> None:
+    """Readers get a snapshot that later applies leave alone: each active run's
+    counters and in-flight batches, history, job markers and slots. (Records are
+    shared, not copied, since they never change: see JournalState.snapshot.)"""
+    s = JournalState()
+    begin(s, job="j0", slot="2026-01-01T00:00:00Z")
+    s.apply(intent(0), index=2)
+    snap = s.snapshot()
+    s.apply(Replan(policy=P, run_id="r1", term=1, matched=7), index=3)
+    s.apply(intent(1), index=4)
+    s.apply(AdoptIntent(policy=P, run_id="r1", seq=0, term=2), index=5)
+    for seq in (0, 1):
+        s.apply(CompleteBatch(policy=P, run_id="r1", seq=seq, term=2,
+                              counters={"deleted": 1}), index=6 + seq)
+    s.apply(FinishRun(policy=P, run_id="r1", term=2, result="Succeeded", ended=1.0),
+            index=8)
+    s.apply(SkipSlot(policy=P, slot="2026-01-01T00:05:00Z", term=2), index=9)
+    run = snap.runs[P]
+    assert sorted(run.inflight) == [0] and run.inflight[0].term == 1
+    assert (run.next_seq, run.counters["matched"], run.counters["deleted"]) == (1, 0, 0)
+    assert snap.history == {} and not snap.jobs and snap.term == 1
+    assert snap.last_slot == {P: "2026-01-01T00:00:00Z"}
+    assert P not in s.runs and s.history[P][-1].counters["deleted"] == 2
