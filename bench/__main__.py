@@ -2,7 +2,8 @@
 
 posix (lethe vs find), s3 (lethe vs rclone, aws CLI, boto3 loop on moto, an
 unversioned bucket), s3-versioned (the same on a versioned bucket), s3-minio
-(the same on MinIO, versioned), memory (peak RSS of a plan), and raft if
+(the same on MinIO, versioned), memory (peak RSS of a plan), failover (SIGKILL
+of the leader mid-run to the new leader's first delete), and raft if
 ``bench/raft_bench.py`` exists. Each prints a table and writes
 ``bench/results/<name>.json``.
 """
@@ -25,7 +26,7 @@ from bench import _common  # noqa: F401  (puts operator/ on sys.path)
 BENCHES: dict[str, tuple[str, list[str]]] = {
     "posix": ("posix", []), "s3": ("s3", []), "s3-versioned": ("s3", ["--versioned"]),
     "s3-minio": ("s3", ["--server", "minio", "--versioned"]), "memory": ("memory", []),
-    "raft": ("raft", [])}
+    "failover": ("failover", []), "raft": ("raft", [])}
 NAMES = tuple(BENCHES)
 
 

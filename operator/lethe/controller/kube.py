@@ -57,14 +57,20 @@ def api_unavailable(exc: BaseException) -> bool:
                                               (exc.status or 0) >= 500)
 
 
-def load_api(kubeconfig: str | None = None) -> k8s.ApiClient:
+def load_api(kubeconfig: str | None = None, *, connections: int = 20) -> k8s.ApiClient:
+    """The API client: in-cluster config, else ``kubeconfig``. ``connections``: HTTP
+    connections kept open to the API server. The client's default (5 per CPU) is
+    below the leader's run threads: each request beyond it opened a new TLS
+    connection (urllib3 "connection pool is full"), and those handshakes' CPU
+    starved the Raft thread until the leader lost its lease (1,000 policies)."""
     try:
         k8s_config.load_incluster_config()
-        return k8s.ApiClient()
+        cfg = k8s.Configuration.get_default_copy()
     except k8s_config.ConfigException:
         cfg = k8s.Configuration()
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        return k8s.ApiClient(configuration=cfg)
+    cfg.connection_pool_maxsize = connections
+    return k8s.ApiClient(configuration=cfg)
 
 
 class KubeWriter:

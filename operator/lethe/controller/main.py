@@ -95,7 +95,8 @@ def run_main(argv: Sequence[str]) -> int:
                           data_dir=f"{config.data_dir}/raft", bind_address=disc.bind_address,
                           join=not disc.in_seed, metrics=raft_metrics)
     inventory = Inventory()
-    api = load_api(config.kubeconfig)
+    # Every run thread may write at once, besides the watch and the leader loop.
+    api = load_api(config.kubeconfig, connections=config.concurrent_runs + 4)
     writer = KubeWriter(api=api, may_write=journal.lease_valid, component=config.pod_name)
     leader = Leader(config=config, journal=journal, inventory=inventory, writer=writer,
                     metrics=metrics)
