@@ -25,7 +25,7 @@ from bench import _common  # noqa: F401  (puts operator/ on sys.path)
 BENCHES: dict[str, tuple[str, list[str]]] = {
     "posix": ("posix", []), "s3": ("s3", []), "s3-versioned": ("s3", ["--versioned"]),
     "s3-minio": ("s3", ["--server", "minio", "--versioned"]), "memory": ("memory", []),
-    "raft": ("raft", [])}
+    "nfs": ("nfs", []), "raft": ("raft", [])}
 NAMES = tuple(BENCHES)
 
 
