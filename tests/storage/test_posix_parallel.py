@@ -104,6 +104,41 @@ def test_concurrent_listing_is_bounded_and_releases_descriptors(root: Path,
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_subdirectories_read_ahead_keep_order_and_bound_descriptors(root: Path,
+                                                                   par: PosixStorage) -> None:
+    """Many small directories (a date-partitioned tree): the pool opens and reads
+    them ahead, yet the listing equals the sequential one, at most
+    _PREFETCH_DIRS descriptors (+ the open levels) are held at any time, and
+    closing the listing midway releases every one of them."""
+    for day in range(150):
+        put(root, f"2026/{day:03d}/a.log")
+        put(root, f"2026/{day:03d}/b.log")
+        if day % 10 == 0:
+            put(root, f"2026/{day:03d}/nested/c.log")
+    put(root, "2026/077/.lethe-keep")
+    (root / "2026/zz-link").symlink_to(root / "2026/001")
+    seq = _store(root, 1)
+    try:
+        expected = list(seq.list())
+    finally:
+        seq.close()
+    before = len(os.listdir("/proc/self/fd"))
+    peak = 0
+    got = []
+    for entry in par.list():
+        got.append(entry)
+        peak = max(peak, len(os.listdir("/proc/self/fd")) - before)
+    assert got == expected and len(got) == 149 * 2 + 15  # day 077 is protected
+    assert peak <= posix._PREFETCH_DIRS + 5
+    assert len(os.listdir("/proc/self/fd")) == before
+    for stop_at in (1, 40, 200):
+        it = par.list()
+        for _ in range(stop_at):
+            next(it)
+        it.close()  # type: ignore[attr-defined]
+        assert len(os.listdir("/proc/self/fd")) == before, stop_at
+
+
 def test_concurrent_deletes_keep_order_outcomes_and_fingerprint_checks(
         root: Path, par: PosixStorage) -> None:
     """Every slice does the whole I3 delete: files rewritten after the listing

@@ -116,6 +116,9 @@ _SLOW_STAT_S: Final = 100e-6
 _SLOW_DELETE_S: Final = 300e-6
 #: How many operations are timed (sequentially) before deciding.
 _PROBE_OPS: Final = 8
+#: Subdirectories the pool opens and reads ahead of the listing, over all levels
+#: of one listing; each holds a descriptor until the listing descends into it.
+_PREFETCH_DIRS: Final = 64
 
 
 def _parallelism_from_env() -> int:
@@ -242,6 +245,7 @@ def _read_dir(dfd: int, *, at_root: bool) -> list[os.DirEntry[str]]:
 
 
 _Stat: TypeAlias = os.stat_result | OSError
+_Listed: TypeAlias = "tuple[os.DirEntry[str], _Stat, _Child]"
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -255,10 +259,11 @@ def _lstat(ent: os.DirEntry[str]) -> _Stat:
 
 
 def _ordered(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_T], *,
-             window: int) -> Iterator[tuple[_T, _R]]:
+             window: int, discard: Callable[[_R], None]) -> Iterator[tuple[_T, _R]]:
     """``(item, fn(item))`` in ``items``' order, computed in ``pool`` with at most
     ``window`` calls submitted and not yet consumed. Closing the iterator cancels
-    the calls not started (the running ones finish; ``fn`` must hold no resource)."""
+    the calls not started and waits for the running ones, whose results go to
+    ``discard`` (to release what they hold)."""
     pending: deque[tuple[_T, Future[_R]]] = deque()
     try:
         for item in items:
@@ -271,7 +276,46 @@ def _ordered(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_
             yield head, fut.result()
     finally:
         for _item, fut in pending:
-            fut.cancel()
+            if not fut.cancel():
+                with contextlib.suppress(Exception):
+                    discard(fut.result())
+
+
+class _NotRead:
+    """A subdirectory the pool did not read ahead (the listing opens it itself)."""
+
+
+_NOT_READ: Final = _NotRead()
+#: A subdirectory read ahead: ``(fd, sorted entries)`` to descend into; ``None``
+#: to skip quietly; the ``OSError`` to record; or not read.
+_Prepared: TypeAlias = tuple[int, builtins.list[os.DirEntry[str]]] | OSError | None
+_Child: TypeAlias = _Prepared | _NotRead
+
+
+def _prepare_child(dfd: int, name: str, dev: int) -> _Prepared:
+    """Open (``O_NOFOLLOW``) and read the subdirectory ``name`` of ``dfd``.
+
+    ``None``: vanished, swapped for a symlink (``ELOOP``), on another device or
+    protected by ``.lethe-keep``. An ``OSError`` is returned (to be recorded by
+    the listing's thread), never raised. The caller owns the returned fd.
+    """
+    try:
+        cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return None if exc.errno == errno.ELOOP else exc
+    try:
+        if os.fstat(cfd).st_dev != dev or _has_keep(cfd):
+            os.close(cfd)
+            return None
+        return cfd, _read_dir(cfd, at_root=False)
+    except OSError as exc:
+        os.close(cfd)
+        return exc
+    except BaseException:
+        os.close(cfd)
+        raise
 
 
 def _split(key: str) -> tuple[list[str], str]:
@@ -495,17 +539,21 @@ class PosixStorage:
             top, start, at_root = os.dup(root_fd), "", True
         # One pass per directory: getdents through os.scandir, then one fstatat per
         # name through its DirEntry (the same syscall as os.stat, less Python).
-        # Subdirectories are then opened O_NOFOLLOW and fstat'ed (_open_child).
+        # Subdirectories are then opened O_NOFOLLOW and fstat'ed (_prepare_child).
         # Stack of (dir fd, key prefix, iterator over the directory's sorted entries).
         # On latency-bound storage the stats of a directory's entries run in the
-        # pool, a bounded window ahead (_ordered); the yield order is the same.
-        stack: builtins.list[tuple[int, str, Iterator[tuple[os.DirEntry[str], _Stat]]]] = []
+        # pool, a bounded window ahead (_ordered), and the pool also opens and reads
+        # the subdirectories it meets (at most _PREFETCH_DIRS held); the yield
+        # order is the same.
+        stack: builtins.list[tuple[int, str, Iterator[_Listed]]] = []
         is_reg, is_dir = stat.S_ISREG, stat.S_ISDIR
+        slots = threading.BoundedSemaphore(_PREFETCH_DIRS)
         try:
-            stack.append((top, start, self._stats(_read_dir(top, at_root=at_root))))
+            stack.append((top, start, self._stats(_read_dir(top, at_root=at_root), top, dev,
+                                                  slots)))
             while stack:
                 dfd, base, ents = stack[-1]
-                for ent, st in ents:
+                for ent, st, child in ents:
                     if isinstance(st, OSError):
                         if not isinstance(st, FileNotFoundError):
                             self._listing_error(base + ent.name, st)
@@ -520,9 +568,16 @@ class PosixStorage:
                                         f"{st.st_ino}:{size}:{mtime_ns}", None,
                                         st.st_ctime_ns / 1e9)
                     elif is_dir(mode):
-                        child = self._open_child(dfd, ent.name, base + ent.name + "/", dev)
-                        if child is not None:
-                            stack.append(child)
+                        if isinstance(child, _NotRead):
+                            child = _prepare_child(dfd, ent.name, dev)
+                        elif isinstance(child, tuple):
+                            slots.release()  # its fd now counts as a level of the stack
+                        if isinstance(child, OSError):
+                            self._listing_error(base + ent.name + "/", child)
+                        elif child is not None:
+                            cfd, cents = child
+                            stack.append((cfd, base + ent.name + "/",
+                                          self._stats(cents, cfd, dev, slots)))
                             break  # descend; this directory's iterator resumes afterwards
                     # symlinks, fifos, sockets, devices: never candidates
                 else:
@@ -535,14 +590,17 @@ class PosixStorage:
                     close()  # cancels its window before the directory's fd goes
                 os.close(dfd)
 
-    def _stats(self, ents: builtins.list[os.DirEntry[str]]
-               ) -> Iterator[tuple[os.DirEntry[str], _Stat]]:
-        """``(entry, its lstat or the OSError)`` in ``ents``' order.
+    def _stats(self, ents: builtins.list[os.DirEntry[str]], dfd: int, dev: int,
+               slots: threading.BoundedSemaphore) -> Iterator[_Listed]:
+        """``(entry, its lstat or the OSError, the subdirectory read ahead)`` in
+        ``ents``' order (the last is :data:`_NOT_READ` unless the pool read it).
 
         Until this instance has decided, the first :data:`_PROBE_OPS` are timed
         one by one; on latency-bound storage the rest run in the pool, at most
-        ``2 × parallelism`` ahead of the consumer (memory and descriptors stay
-        bounded: a stat result holds neither).
+        ``2 × parallelism`` ahead of the consumer, and a subdirectory met there
+        is opened and read too while one of ``slots`` is free (memory and
+        descriptors stay bounded). ``dfd`` stays open until this is exhausted
+        or closed (closing waits for the pool's calls).
         """
         i = 0
         if self.latency_bound is None and self.parallelism > 1:
@@ -551,37 +609,33 @@ class PosixStorage:
                 t0 = time.perf_counter()
                 st = _lstat(ent)
                 samples.append(time.perf_counter() - t0)
-                yield ent, st
+                yield ent, st, _NOT_READ
                 i += 1
             self._is_latency_bound(samples, _SLOW_STAT_S)
         pool = self._workers()
         if pool is None or len(ents) - i < 2:
             for ent in ents[i:] if i else ents:
-                yield ent, _lstat(ent)
+                yield ent, _lstat(ent), _NOT_READ
             return
-        yield from _ordered(pool, _lstat, ents[i:], window=2 * self.parallelism)
 
-    def _open_child(self, dfd: int, name: str, base: str, dev: int
-                    ) -> tuple[int, str, Iterator[tuple[os.DirEntry[str], _Stat]]] | None:
-        """A subdirectory to descend into, or ``None``: vanished, swapped for a
-        symlink (``ELOOP``), another device, protected, or unreadable (recorded)."""
-        try:
-            cfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:  # swapped for a symlink: skip quietly
-                self._listing_error(base, exc)
-            return None
-        try:
-            if os.fstat(cfd).st_dev != dev or _has_keep(cfd):
-                os.close(cfd)
-                return None
-            return cfd, base, self._stats(_read_dir(cfd, at_root=False))
-        except OSError as exc:
-            os.close(cfd)
-            self._listing_error(base, exc)
-            return None
+        def ahead(ent: os.DirEntry[str]) -> tuple[_Stat, _Child]:
+            st = _lstat(ent)
+            if (isinstance(st, os.stat_result) and stat.S_ISDIR(st.st_mode)
+                    and slots.acquire(blocking=False)):
+                child = _prepare_child(dfd, ent.name, dev)
+                if not isinstance(child, tuple):
+                    slots.release()
+                return st, child
+            return st, _NOT_READ
+
+        def discard(result: tuple[_Stat, _Child]) -> None:
+            if isinstance(result[1], tuple):
+                os.close(result[1][0])
+                slots.release()
+
+        for ent, (st, child) in _ordered(pool, ahead, ents[i:], window=2 * self.parallelism,
+                                         discard=discard):
+            yield ent, st, child
 
     def _listing_error(self, key: str, exc: OSError) -> None:
         self.listing_error_count += 1
