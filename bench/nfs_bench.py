@@ -192,7 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
     ap.add_argument("--quick", action="store_true", help="5,000 files, 1 trial")
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--dirs", type=int, default=None,
-                    help="directories of 1,000 files (default 50; --quick: 5)")
+                    help="directories of --files-per-dir files (default 50; --quick: 5)")
+    ap.add_argument("--files-per-dir", type=int, default=1000,
+                    help="files per directory (default 1,000; a delete batch of 1,000 "
+                         "files then spans about 3 directories)")
     ap.add_argument("--delays", default="0.5,2", help="ms per request, comma-separated")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma-separated, from {', '.join(TOOLS + EXTRA_TOOLS)}")
@@ -214,9 +217,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
     trials = args.trials or 1
     delays = [float(d) for d in args.delays.split(",")]
     base = Path("/dev/shm/lethe-bench") if Path("/dev/shm").is_dir() else CACHE_DIR
-    work = base / ("nfs-quick" if args.quick else f"nfs-{dirs}")
+    work = base / ("nfs-quick" if args.quick else f"nfs-{dirs}x{args.files_per_dir}")
     template = work / "template"
-    files, old = make_template(template, dirs)
+    files, old = make_template(template, dirs, files_per_dir=args.files_per_dir)
     rows: list[dict[str, Any]] = []
     round_trips: dict[float, float] = {}
     for delay in delays:
@@ -258,9 +261,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
             m = median([r["lethe_over_rclone_c16"] for r in mine])
             print(f"  {delay} ms: lethe/rclone --checkers 16 {m:.2f}x (target <= 0.7x: "
                   f"{'met' if m <= 0.7 else 'MISSED'})")
-    result = {"files": files, "old": old, "tools": tools, "delays_ms": delays,
+    result = {"files": files, "old": old, "files_per_dir": args.files_per_dir, "tools": tools,
+              "delays_ms": delays,
               "measured_request_ms": round_trips, "trials": rows}
-    write_results("nfs-quick" if args.quick else "nfs", result)
+    name = "nfs-quick" if args.quick else "nfs"
+    if args.files_per_dir != 1000 and not args.quick:
+        name = f"nfs-{args.files_per_dir}-per-dir"
+    write_results(name, result)
     return result
 
 
