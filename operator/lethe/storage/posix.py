@@ -37,8 +37,9 @@ Latency-bound storage (an NFS export: every ``stat``, ``rename`` and
 ``unlink`` is a round trip to the server) is worked on by a bounded thread
 pool of :data:`DEFAULT_PARALLELISM` threads (``LETHE_POSIX_PARALLELISM``):
 the entries of a directory are ``stat``-ed concurrently, at most
-``2 × parallelism`` ahead of the one being yielded (the listing order above is
-unchanged), and a delete batch is cut into that many contiguous slices, each
+``2 × parallelism`` ahead of the one being yielded, and the subdirectories met
+there are opened and read ahead (at most :data:`_PREFETCH_DIRS` held); the
+listing order above is unchanged. A delete batch is cut into that many contiguous slices, each
 deleted by one thread with exactly the sequential per-file steps (quarantine
 rename, fingerprint check, unlink, the fence before each). Where a metadata
 operation costs microseconds (tmpfs, a local disk's page cache) threads only
@@ -615,7 +616,11 @@ class PosixStorage:
         pool = self._workers()
         if pool is None or len(ents) - i < 2:
             for ent in ents[i:] if i else ents:
-                yield ent, _lstat(ent), _NOT_READ
+                try:  # _lstat inlined: this loop runs once per file on tmpfs too
+                    st = ent.stat(follow_symlinks=False)
+                except OSError as exc:
+                    st = exc
+                yield ent, st, _NOT_READ
             return
 
         def ahead(ent: os.DirEntry[str]) -> tuple[_Stat, _Child]:
