@@ -83,7 +83,13 @@ $(MINIO):
 	  github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c \
 	  || echo "MinIO did not build: the s3-minio benchmark will be skipped"
 
-bench: venv tools $(MINIO)
+# The NFS-shaped FUSE filesystem for the nfs benchmark (bench/latencyfs, go-fuse).
+LATENCYFS := .cache/bench/bin/latencyfs
+$(LATENCYFS): bench/latencyfs/main.go bench/latencyfs/go.mod bench/latencyfs/go.sum
+	cd bench/latencyfs && go build -o $(CURDIR)/$(LATENCYFS) . \
+	  || echo "latencyfs did not build: the nfs benchmark will be skipped"
+
+bench: venv tools $(MINIO) $(LATENCYFS)
 	$(PY) -m bench
 
 chaos: venv tools

@@ -2,8 +2,10 @@
 
 posix (lethe vs find), s3 (lethe vs rclone, aws CLI, boto3 loop on moto, an
 unversioned bucket), s3-versioned (the same on a versioned bucket), s3-minio
-(the same on MinIO, versioned), memory (peak RSS of a plan), failover (SIGKILL
-of the leader mid-run to the new leader's first delete), and raft if
+(the same on MinIO, versioned), memory (peak RSS of a plan), nfs (find, rclone
+and lethe on an NFS-shaped FUSE mount), failover (SIGKILL of the leader
+mid-run to the new leader's first delete), policies (start lag of many
+scheduled policies), and raft if
 ``bench/raft_bench.py`` exists. Each prints a table and writes
 ``bench/results/<name>.json``.
 """
@@ -26,7 +28,8 @@ from bench import _common  # noqa: F401  (puts operator/ on sys.path)
 BENCHES: dict[str, tuple[str, list[str]]] = {
     "posix": ("posix", []), "s3": ("s3", []), "s3-versioned": ("s3", ["--versioned"]),
     "s3-minio": ("s3", ["--server", "minio", "--versioned"]), "memory": ("memory", []),
-    "failover": ("failover", []), "raft": ("raft", [])}
+    "nfs": ("nfs", []), "failover": ("failover", []), "policies": ("policies", []),
+    "raft": ("raft", [])}
 NAMES = tuple(BENCHES)
 
 

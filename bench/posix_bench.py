@@ -49,10 +49,11 @@ def _mtime(i: int, now: float) -> float:
     return now - (h % (20 * DAY))
 
 
-def make_template(root: Path, dirs: int) -> tuple[int, int]:
+def make_template(root: Path, dirs: int, *, files_per_dir: int = FILES_PER_DIR
+                  ) -> tuple[int, int]:
     """Generate (or reuse) the template tree; return (files, old files)."""
     stamp = root / _STAMP
-    want = {"dirs": dirs, "files_per_dir": FILES_PER_DIR}
+    want = {"dirs": dirs, "files_per_dir": files_per_dir}
     if stamp.exists():
         meta = json.loads(stamp.read_text())
         if {k: meta.get(k) for k in want} == want and time.time() - meta["created"] < \
@@ -70,8 +71,8 @@ def make_template(root: Path, dirs: int) -> tuple[int, int]:
         dpath.mkdir()
         dfd = os.open(dpath, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for f in range(FILES_PER_DIR):
-                i = d * FILES_PER_DIR + f
+            for f in range(files_per_dir):
+                i = d * files_per_dir + f
                 name = f"f{f:04d}.dat"
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
                 os.write(fd, b"%d\n" % i)
@@ -81,7 +82,7 @@ def make_template(root: Path, dirs: int) -> tuple[int, int]:
                 old += i % 3 == 0
         finally:
             os.close(dfd)
-    files = dirs * FILES_PER_DIR
+    files = dirs * files_per_dir
     stamp.write_text(json.dumps({**want, "files": files, "old": old, "created": now}))
     print(f"  generated template: {files:,} files in {time.perf_counter() - t0:.1f}s "
           f"({old:,} older than 30 days)")

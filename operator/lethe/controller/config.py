@@ -185,6 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
 #: Read from the environment only, never from a flag (a flag shows in `ps`).
 ENV_ONLY: Mapping[str, str] = {
     "LETHE_RAFT_PASSWORD": "the Raft password itself; used when no password file is set",
+    "LETHE_POSIX_PARALLELISM": "threads per POSIX target once it measures latency-bound "
+                               "(NFS), 1..256; default 16, 1 = one operation at a time",
 }
 
 
