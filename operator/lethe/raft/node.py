@@ -829,8 +829,12 @@ class RaftJournal:
             # Decided from answers gathered a moment ago: if a leader has begun to
             # send us the log meanwhile, the log maintains the membership; never
             # overwrite it with an older view.
+            # Held or not: the hold ends only after this tick's queued calls, and a
+            # first append received in the previous tick's poll has already set the
+            # leader and may have applied membership entries (review of 4125432: a
+            # stale view applied then gave a member a wrong peer list for good).
             sync = self._sync
-            if not sync.holding and sync._SyncObj__raftLeader is not None:
+            if sync._SyncObj__raftLeader is not None or len(sync._SyncObj__raftLog) > 1:
                 return
             log.info("raft: %s takes the leader's membership: %s", self._self, ", ".join(others))
             sync._SyncObj__updateClusterConfiguration(others)
