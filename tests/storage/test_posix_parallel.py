@@ -280,3 +280,31 @@ def test_a_bad_parallelism_variable_is_a_clear_error(root: Path,
         PosixStorage(PosixTarget(path=str(root)))
     monkeypatch.setenv("LETHE_POSIX_PARALLELISM", "4")
     assert PosixStorage(PosixTarget(path=str(root))).parallelism == 4
+
+
+def test_read_ahead_holds_a_bounded_number_of_entries(root: Path, par: PosixStorage,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big directories: the pool's read-ahead holds at most _PREFETCH_ENTRIES entries
+    over all the directories it read ahead (a review found 64 directories of 50,000
+    files would have held ~480 MB); a directory past the budget is read when the
+    listing reaches it, and the listing is unchanged."""
+    for d in range(12):
+        for f in range(25):
+            put(root, f"big/{d:02d}/f{f:02d}.log")
+    seq = _store(root, 1)
+    try:
+        expected = list(seq.list())
+    finally:
+        seq.close()
+    monkeypatch.setattr(posix, "_PREFETCH_ENTRIES", 60)
+    peak = [0]
+
+    class Counting(posix._Prefetch):
+        def take_entries(self, n: int) -> bool:
+            ok = super().take_entries(n)
+            peak[0] = max(peak[0], 60 - self._entries)
+            return ok
+
+    monkeypatch.setattr(posix, "_Prefetch", Counting)
+    assert list(par.list()) == expected
+    assert 0 < peak[0] <= 60

@@ -120,6 +120,37 @@ _PROBE_OPS: Final = 8
 #: Subdirectories the pool opens and reads ahead of the listing, over all levels
 #: of one listing; each holds a descriptor until the listing descends into it.
 _PREFETCH_DIRS: Final = 64
+#: ... and their entries, over all of them: a DirEntry is ~150 bytes, so ~15 MB.
+#: 64 directories of 50,000 files each would have held ~480 MB (a review found it);
+#: a directory beyond this is read when the listing reaches it, as without threads.
+_PREFETCH_ENTRIES: Final = 100_000
+
+
+class _Prefetch:
+    """What one listing's pool may hold read ahead: directories and their entries."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs, self._entries = _PREFETCH_DIRS, _PREFETCH_ENTRIES
+
+    def take_dir(self) -> bool:
+        with self._lock:
+            if self._dirs < 1:
+                return False
+            self._dirs -= 1
+            return True
+
+    def take_entries(self, n: int) -> bool:
+        with self._lock:
+            if n > self._entries:
+                return False
+            self._entries -= n
+            return True
+
+    def give(self, *, dirs: int, entries: int) -> None:
+        with self._lock:
+            self._dirs += dirs
+            self._entries += entries
 
 
 def _parallelism_from_env() -> int:
@@ -548,7 +579,7 @@ class PosixStorage:
         # order is the same.
         stack: builtins.list[tuple[int, str, Iterator[_Listed]]] = []
         is_reg, is_dir = stat.S_ISREG, stat.S_ISDIR
-        slots = threading.BoundedSemaphore(_PREFETCH_DIRS)
+        slots = _Prefetch()
         try:
             stack.append((top, start, self._stats(_read_dir(top, at_root=at_root), top, dev,
                                                   slots)))
@@ -572,7 +603,8 @@ class PosixStorage:
                         if isinstance(child, _NotRead):
                             child = _prepare_child(dfd, ent.name, dev)
                         elif isinstance(child, tuple):
-                            slots.release()  # its fd now counts as a level of the stack
+                            # Its fd now counts as a level of the stack.
+                            slots.give(dirs=1, entries=len(child[1]))
                         if isinstance(child, OSError):
                             self._listing_error(base + ent.name + "/", child)
                         elif child is not None:
@@ -592,7 +624,7 @@ class PosixStorage:
                 os.close(dfd)
 
     def _stats(self, ents: builtins.list[os.DirEntry[str]], dfd: int, dev: int,
-               slots: threading.BoundedSemaphore) -> Iterator[_Listed]:
+               slots: _Prefetch) -> Iterator[_Listed]:
         """``(entry, its lstat or the OSError, the subdirectory read ahead)`` in
         ``ents``' order (the last is :data:`_NOT_READ` unless the pool read it).
 
@@ -626,17 +658,21 @@ class PosixStorage:
         def ahead(ent: os.DirEntry[str]) -> tuple[_Stat, _Child]:
             st = _lstat(ent)
             if (isinstance(st, os.stat_result) and stat.S_ISDIR(st.st_mode)
-                    and slots.acquire(blocking=False)):
+                    and slots.take_dir()):
                 child = _prepare_child(dfd, ent.name, dev)
                 if not isinstance(child, tuple):
-                    slots.release()
+                    slots.give(dirs=1, entries=0)
+                elif not slots.take_entries(len(child[1])):
+                    os.close(child[0])  # too many entries held: read it when reached
+                    slots.give(dirs=1, entries=0)
+                    return st, _NOT_READ
                 return st, child
             return st, _NOT_READ
 
         def discard(result: tuple[_Stat, _Child]) -> None:
             if isinstance(result[1], tuple):
                 os.close(result[1][0])
-                slots.release()
+                slots.give(dirs=1, entries=len(result[1][1]))
 
         for ent, (st, child) in _ordered(pool, ahead, ents[i:], window=2 * self.parallelism,
                                          discard=discard):
