@@ -509,6 +509,7 @@ class Runner:
             results = [_unsure(r, begun_in) if r.outcome is Outcome.CHANGED_SKIPPED else r
                        for r in results]
             if not versions and isinstance(self.storage, VersionedStorage):
+                fence()  # as for any step of the batch; the undo itself is not fenced
                 results = self._unhide(entries, results, since=begun_since)
         lines = ledger.write_batch(storage=self.storage, root=self.policy.ledgerPath,
                                    policy=self.key, run_id=run_id, intent=intent,

@@ -147,6 +147,12 @@ def _is_lock_error(code: str, message: str) -> bool:
     return code in ("AccessDenied", "InvalidRequest") and any(w in text for w in _LOCK_WORDS)
 
 
+#: Seconds between an overwrite and a marker placed on it by an attempt that had
+#: re-listed the key just before (see S3Storage.unhide_overwrites): the re-list, the
+#: DeleteObjects and their retries.
+_RACE_WINDOW = 60.0
+
+
 def _key_before(key: str) -> str:
     """A string sorting just below ``key`` (for StartAfter, which is exclusive).
 
@@ -673,7 +679,11 @@ class S3Storage:
         for entry, full in zip(entries, fulls, strict=True):
             marker, modified, newest = tops.get(full, (None, 0.0, None))
             # Whole seconds: a marker of this run's first second is not older than it.
-            if marker is None or newest is None or modified < int(since) - 1:
+            # The dead attempt's marker landed just after the overwrite it hides (between
+            # its re-list and its DeleteObjects); a marker written long after the version
+            # below it is somebody's delete of that version: left alone.
+            if marker is None or newest is None or modified < int(since) - 1 or \
+                    modified - newest["LastModified"].timestamp() > _RACE_WINDOW:
                 out.append(None)
                 continue
             outcome, detail = self._check_marker(full, marker, entry, newest, failure="")
