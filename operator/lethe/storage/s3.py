@@ -463,15 +463,21 @@ class S3Storage:
 
     # --- deleting ----------------------------------------------------------------
 
-    def _relist(self, full_keys: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        """Current ``(etag, last_modified)`` of the keys in ``[min, max]``: one
-        ListObjectsV2 (more pages only if other objects lie in that range)."""
-        lo, hi = min(full_keys), max(full_keys)
+    def _common_prefix(self, lo: str, hi: str) -> str:
+        """The longest prefix of full keys ``lo`` and ``hi`` (both under ours): what a
+        listing of the keys between them needs."""
         common = self.prefix
         for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
             if a != b:
                 break
             common += a
+        return common
+
+    def _relist(self, full_keys: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        """Current ``(etag, last_modified)`` of the keys in ``[min, max]``: one
+        ListObjectsV2 (more pages only if other objects lie in that range)."""
+        lo, hi = min(full_keys), max(full_keys)
+        common = self._common_prefix(lo, hi)
         wanted = set(full_keys)
         found: dict[str, tuple[str, datetime]] = {}
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
@@ -638,11 +644,7 @@ class S3Storage:
         pages only if other versions lie in that range), not a request per key.
         Versions of a key come newest first, so the first one seen is its newest."""
         lo, hi = min(full_keys), max(full_keys)
-        common = self.prefix
-        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
-            if a != b:
-                break
-            common += a
+        common = self._common_prefix(lo, hi)
         wanted = set(full_keys)
         found: dict[str, dict[str, Any]] = {}
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": common}
@@ -700,11 +702,7 @@ class S3Storage:
         key's delete markers, which are what this looks for. Only resumed batches
         call it."""
         lo, hi = min(full_keys), max(full_keys)
-        common = self.prefix
-        for a, b in zip(lo[len(common):], hi[len(common):], strict=False):
-            if a != b:
-                break
-            common += a
+        common = self._common_prefix(lo, hi)
         wanted = set(full_keys)
         markers: dict[str, tuple[str | None, float]] = {}
         newest: dict[str, dict[str, Any]] = {}
