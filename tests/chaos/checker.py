@@ -502,14 +502,7 @@ def check_s3(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
                 v.add(4, "ledger-count", f"s3 {key} {w.digest} gone with {n} removal lines")
             elif n > 1:
                 v.add(4, "ledger-count", f"s3 {key} {w.digest} has {n} removal lines")
-    if not s3.requests:
-        v.add(1, "s3-unobserved", "the proxy recorded no request: the replicas did not go "
-              "through it, so no deletion could be checked")
-    _check_jobs(v, rec, "s3", lines, s3.plan_runs)
-    v.stats["s3_deleted"] = sum(1 for ln in lines if ln.data["outcome"] in REMOVED)
-    v.stats["s3_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
-    v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok and o.op != "populate")
-    v.stats["s3_delete_requests"] = n_deletes
+    _s3_common_tail(v, rec, s3, n_deletes)
 
 
 def _target_key(v: Verdict, rec: TrialRecord, req: Request, full: str,
@@ -703,6 +696,13 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
                   f"removal lines")
         elif (w.key, w.digest) not in listed_digests and n != 1 and w.key not in lost:
             v.add(4, "ledger-count", f"s3 {w.key} {w.digest} gone with {n} removal lines")
+    _s3_common_tail(v, rec, s3, n_deletes)
+    v.stats["s3_markers"] = sum(len(r.markers) for r in s3.requests)
+
+
+def _s3_common_tail(v: Verdict, rec: TrialRecord, s3: S3State, n_deletes: int) -> None:
+    """What both S3 checks end with: the proxy saw requests, checks 5 and 6, stats."""
+    lines = s3.ledger
     if not s3.requests:
         v.add(1, "s3-unobserved", "the proxy recorded no request: the replicas did not go "
               "through it, so no deletion could be checked")
@@ -711,7 +711,6 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
     v.stats["s3_skipped"] = sum(1 for ln in lines if ln.data["outcome"] == "changed-skipped")
     v.stats["s3_ops"] = sum(1 for o in rec.s3_ops if o.ok and o.op != "populate")
     v.stats["s3_delete_requests"] = n_deletes
-    v.stats["s3_markers"] = sum(len(r.markers) for r in s3.requests)
 
 
 def check(rec: TrialRecord, *, s3: S3State, now: float) -> Verdict:
