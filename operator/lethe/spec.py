@@ -114,16 +114,22 @@ def parse_duration(text: str, *, field: str) -> Duration:
     most once; ``m`` alone is refused as ambiguous (see :data:`AMBIGUOUS_UNIT`).
     Raises :class:`SpecError` naming ``field``."""
     if not isinstance(text, str) or not text:
-        raise SpecError(field, f"{text!r} is not a duration; {_DURATION_HELP}")
+        raise SpecError(field, f"{_short(text)} is not a duration; {_DURATION_HELP}")
     if AMBIGUOUS_UNIT.search(text):
-        raise SpecError(field, f"{text!r}: {_AMBIGUOUS_TEXT}")
+        raise SpecError(field, f"{_short(text)}: {_AMBIGUOUS_TEXT}")
     m = _DURATION_RE.match(text)
     if not m:
-        raise SpecError(field, f"{text!r} is not a duration; {_DURATION_HELP}")
+        raise SpecError(field, f"{_short(text)} is not a duration; {_DURATION_HELP}")
     g = m.groups()
     months = int(g[0] or 0) * 12 + int(g[1] or 0)
     seconds = sum(int(v) * u for v, u in zip(g[2:], _FIXED_SECONDS, strict=True) if v)
+    if months > 12 * _MAX_YEARS or seconds > _MAX_YEARS * 366 * 86400:
+        # Past any date a clock can hold: arithmetic on such a span overflows a float.
+        raise SpecError(field, f"{_short(text)} is longer than {_MAX_YEARS} years")
     return Duration(months=months, seconds=seconds)
+
+
+_MAX_YEARS = 10_000
 
 
 def parse_fixed_duration(text: str, *, field: str) -> int:
@@ -132,7 +138,7 @@ def parse_fixed_duration(text: str, *, field: str) -> int:
     ages, which S3 Lifecycle itself counts in days): ``y``/``mo`` are refused."""
     d = parse_duration(text, field=field)
     if d.months:
-        raise SpecError(field, f"{text!r}: months and years have no fixed length here; "
+        raise SpecError(field, f"{_short(text)}: months and years have no fixed length here; "
                                "write days, e.g. 30d or 365d")
     return d.seconds
 
@@ -155,7 +161,7 @@ def parse_quantity(value: str | int, *, field: str) -> int:
         return value
     m = _QUANTITY_RE.match(value) if isinstance(value, str) else None
     if not m:
-        raise SpecError(field, f"{value!r} is not a size; use e.g. 500Gi, 10M, 1024")
+        raise SpecError(field, f"{_short(value)} is not a size; use e.g. 500Gi, 10M, 1024")
     return int(m.group(1)) * _QUANTITY_UNITS[m.group(2)]
 
 
@@ -189,7 +195,12 @@ def _time_zone(raw: Mapping[str, Any], key: str, path: str) -> str:
 
 
 def _short(v: Any) -> str:
-    text = repr(v)
+    """``repr(v)`` cut to 80 characters: an error echoes what the user wrote,
+    and must stay one readable line whatever that was."""
+    try:
+        text = repr(v)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return f"an integer of {v.bit_length()} bits"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -344,10 +355,10 @@ def _int(raw: Mapping[str, Any], key: str, path: str, *, lo: int = 0, hi: int | 
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise SpecError(f"{path}.{key}", f"must be an integer, got {v!r}")
+        raise SpecError(f"{path}.{key}", f"must be an integer, got {_short(v)}")
     if v < lo or (hi is not None and v > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise SpecError(f"{path}.{key}", f"must be in {rng}, got {v}")
+        raise SpecError(f"{path}.{key}", f"must be in {rng}, got {_short(v)}")
     return v
 
 
@@ -367,7 +378,7 @@ def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = False)
 def _bool(raw: Mapping[str, Any], key: str, path: str) -> bool:
     v = raw.get(key, False)
     if not isinstance(v, bool):
-        raise SpecError(f"{path}.{key}", f"must be true or false, got {v!r}")
+        raise SpecError(f"{path}.{key}", f"must be true or false, got {_short(v)}")
     return v
 
 
@@ -402,7 +413,7 @@ def _target(raw: Any, path: str) -> PosixTarget | S3Target:
         root = _str(p, "path", f"{path}.posix", required=True)
         assert root is not None
         if not root.startswith("/"):
-            raise SpecError(f"{path}.posix.path", f"must be an absolute path, got {root!r}")
+            raise SpecError(f"{path}.posix.path", f"must be an absolute path, got {_short(root)}")
         return PosixTarget(path=root, sentinel=_str(p, "sentinel", f"{path}.posix"),
                            pruneEmptyDirs=_bool(p, "pruneEmptyDirs", f"{path}.posix"))
     sp = f"{path}.s3"
@@ -490,7 +501,7 @@ def _schedule(raw: Any, path: str) -> str | None:
     if raw.startswith("@"):
         if raw not in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight",
                        "@hourly"}:
-            raise SpecError(path, f"{raw!r} is not a known cron macro")
+            raise SpecError(path, f"{_short(raw)} is not a known cron macro")
         return raw
     fields = raw.split()
     if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
@@ -509,7 +520,7 @@ def _schedule(raw: Any, path: str) -> str | None:
 def parse_policy(obj: Mapping[str, Any]) -> Policy:
     """Parse a whole ``RetentionPolicy`` object (as from YAML or the API)."""
     if obj.get("kind") not in (None, "RetentionPolicy"):
-        raise SpecError("kind", f"expected RetentionPolicy, got {obj.get('kind')!r}")
+        raise SpecError("kind", f"expected RetentionPolicy, got {_short(obj.get('kind'))}")
     meta = obj.get("metadata") or {}
     if not isinstance(meta, Mapping):
         raise SpecError("metadata", "must be an object")
@@ -550,7 +561,7 @@ def parse_spec(raw: Any, *, name: str, namespace: str, path: str = "spec") -> Po
         group = GroupBy(depth=depth)
     mode = s.get("mode", "Plan")
     if mode not in ("Plan", "Enforce"):
-        raise SpecError(f"{path}.mode", f"must be Plan or Enforce, got {mode!r}")
+        raise SpecError(f"{path}.mode", f"must be Plan or Enforce, got {_short(mode)}")
     sf = _obj(s.get("safety"), f"{path}.safety", {"maxDeletes", "maxDeletePercent",
                                                    "maxClockSkew", "allowDeleteAll"})
     skew = _fixed_dur(sf, "maxClockSkew", f"{path}.safety")

@@ -185,6 +185,17 @@ RAW = [
     b"kind: RetentionPolicy\nmetadata: {name: p}\n---\nkind: RetentionPolicy\n"
     b"metadata: {name: q}\n",
     b"\x00\x01\x02", b"kind: RetentionPolicy\tmetadata: x\n", "\ufeffkind: x\n".encode(),
+    # Huge values each field's error echoes: the error stays one short line
+    # (CI found spec.mode: 1 followed by 400 zeros printing all of them).
+    *(b"kind: RetentionPolicy\nmetadata: {name: p}\nspec: {target: {posix: {path: /x}}, "
+      + body + b"}\n" for body in (
+          b"rules: {maxAge: 1d}, mode: 1" + b"0" * 400,
+          b"rules: {maxAge: 1d}, mode: 1" + b"0" * 5000,  # past int's str-digit limit
+          b"rules: {keepLast: 1" + b"0" * 5000 + b"}",
+          b"rules: {maxAge: " + b"9" * 500 + b"d}",
+          b"rules: {maxAge: 1d}, schedule: '" + b"* " * 400 + b"'",
+          b"rules: {maxAge: 1d}, suspend: " + b"x" * 500)),
+    b"kind: " + b"R" * 500 + b"\n",
 ]
 
 

@@ -46,6 +46,9 @@ def _load_policy(path: str) -> Policy:
         raise SystemExit(f"lethe: {path} is not UTF-8 text (byte {e.start}: {e.reason})") from e
     except RecursionError as e:  # PyYAML recurses once per level of nesting
         raise SystemExit(f"lethe: {path} is nested too deeply to be a policy") from e
+    except ValueError as e:  # an integer past sys.get_int_max_str_digits(); YAML gives no mark
+        raise SystemExit(f"lethe: {path} is not valid YAML here: it holds a number of more "
+                         f"than {sys.get_int_max_str_digits()} digits") from e
     except yaml.MarkedYAMLError as e:
         where = (f" at line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}"
                  if e.problem_mark else "")
