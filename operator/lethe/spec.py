@@ -439,10 +439,23 @@ def _target(raw: Any, path: str) -> PosixTarget | S3Target:
         raise SpecError(f"{sp}.prefix", f"{_short(prefix)} must end with '/' (a folder): "
                                         f"write {_short(prefix + '/')}")
     return S3Target(bucket=bucket, prefix=prefix,
-                    endpoint=_endpoint(s, sp), region=_str(s, "region", sp),
+                    endpoint=_endpoint(s, sp), region=_region(s, sp),
                     forcePathStyle=_bool(s, "forcePathStyle", sp), credentialsSecretRef=ref,
                     noncurrentVersionsMaxAge=_fixed_dur(s, "noncurrentVersionsMaxAge", sp),
                     abortIncompleteUploadsAfter=_fixed_dur(s, "abortIncompleteUploadsAfter", sp))
+
+
+#: botocore's rule for a region name (``botocore.utils.validate_region_name``): a
+#: host label, not all digits, as it becomes part of the endpoint's host name.
+_REGION_RE = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
+
+
+def _region(raw: Mapping[str, Any], path: str) -> str | None:
+    v = _str(raw, "region", path)
+    if v is not None and not _REGION_RE.match(v):  # botocore raised it at run time
+        raise SpecError(f"{path}.region", f"{_short(v)} is not a region name such as "
+                                          "us-east-1 or eu-west-3")
+    return v
 
 
 def _endpoint(raw: Mapping[str, Any], path: str) -> str | None:

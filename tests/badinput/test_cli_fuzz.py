@@ -196,6 +196,10 @@ RAW = [
           b"rules: {maxAge: 1d}, schedule: '" + b"* " * 400 + b"'",
           b"rules: {maxAge: 1d}, suspend: " + b"x" * 500)),
     b"kind: " + b"R" * 500 + b"\n",
+    # botocore raises InvalidRegionError (a traceback) on these when the run starts.
+    *(b"kind: RetentionPolicy\nmetadata: {name: p}\nspec: {rules: {maxAge: 1d}, target: "
+      b"{s3: {bucket: b, endpoint: 'http://127.0.0.1:9', region: " + r + b"}}}\n"
+      for r in (b"'0'", b"-x", b"'a b'", b"'" + b"r" * 64 + b"'")),
 ]
 
 
