@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tests.chaos.env import Shared
 
 from bench._common import print_table, write_results
@@ -87,8 +88,9 @@ def one_size(shared: Shared, n: int, *, slots: int, base: Path) -> dict[str, Any
                   "spec": {"mode": "Enforce", "schedule": "* * * * *",
                            "target": {"posix": {"path": str(data / f"p{i:04d}")}},
                            "rules": {"maxAge": "30d"}}} for i in range(n)]
-        for k in range(0, n, 250):
-            kube.apply({"apiVersion": "v1", "kind": "List", "items": items[k:k + 250]})
+        for k in range(0, n, 250):  # a loaded API server takes more than kubectl's 60 s
+            kube.kubectl("apply", "-f", "-", timeout=600, input=yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "List", "items": items[k:k + 250]}))
         created = time.time()
         # Slots counted: the whole minutes after the first full minute once all exist.
         first = (int(created) // 60 + 2) * 60
