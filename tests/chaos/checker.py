@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -288,6 +289,39 @@ def _check_jobs(v: Verdict, rec: TrialRecord, policy: str, lines: list[LedgerLin
     v.stats[f"{policy}_scheduled_runs"] = len(set(scheduled) & ran)
 
 
+_KEPT = re.compile(r"the old file is kept as (\S+) beside it")
+
+
+def _kept_beside(v: Verdict, lines: list[LedgerLine], rec: TrialRecord,
+                 contents: dict[str, str]) -> set[str]:
+    """Quarantined files kept under their quarantine name because a writer re-created
+    the original name before it could be given back (posix ``_restore``; the run's
+    ``error`` line names them). Accounted for when the file holds a version someone
+    wrote of that key: nothing was lost, and the ledger says where it is."""
+    versions: defaultdict[str, set[str]] = defaultdict(set)
+    for key, (_mtime, digest) in rec.posix_population.items():
+        versions[key].add(digest)
+    for op in rec.posix_ops:
+        if op.ok and op.digest is not None:
+            versions[op.key].add(op.digest)
+    kept: set[str] = set()
+    for ln in lines:
+        d = ln.data
+        m = _KEPT.search(str(d.get("detail", ""))) if d.get("outcome") == "error" else None
+        if m is None:
+            continue
+        tmp = os.path.join(os.path.dirname(d["key"]), m[1])
+        if tmp not in contents:
+            continue  # removed since (a later run, or a person): not a leftover
+        if contents[tmp] in versions[d["key"]]:
+            kept.add(tmp)
+        else:
+            v.add(1, "kept-unknown-content", f"posix {tmp}, kept for {d['key']} by run "
+                  f"{d.get('run_id')}, holds content {contents[tmp]} no one wrote there")
+            kept.add(tmp)
+    return kept
+
+
 def check_posix(v: Verdict, rec: TrialRecord, *, now: float) -> None:
     root, mkey = rec.posix_root, rec.manifest_key
     state = _posix_state(root)
@@ -323,6 +357,7 @@ def check_posix(v: Verdict, rec: TrialRecord, *, now: float) -> None:
             v.add(1, "deleted-ineligible", f"posix {key}: mtime {mtime:.0f} "
                   f"(age {(now - mtime) / 86400:.2f} d) was never eligible, yet it is gone")
     known = set(rec.posix_population) | {op.key for op in rec.posix_ops if op.ok}
+    known |= _kept_beside(v, lines, rec, contents)
     for key in state:
         if key not in known and key != mkey:
             v.add(1, "unknown-file", f"posix {key} exists but no one wrote it")

@@ -278,6 +278,26 @@ def _(t: Trial) -> None:
     _file(t.root, "d3/stray.dat", b"?", T - 10)
 
 
+def _kept(t: Trial, body: bytes) -> None:
+    """A quarantined file kept beside its re-created original (posix _restore), and
+    the run's error line that names it (seed 10529)."""
+    key, tmp = "d1/young-00001.dat", ".lethe-del-0123456789abcdef0123"
+    _file(t.root, f"d1/{tmp}", body, T - 3600)
+    line = _posix_line("R1", key, len(body), outcome="error", batch=1)
+    line["detail"] = (f"fingerprint a != b; {key} was re-created meanwhile, the old file "
+                      f"is kept as {tmp} beside it")
+    _write_posix_ledger(t.root, [line], name="R1/000001.jsonl")
+    job = t.rec.jobs[0]
+    for st in (job.status_first, job.status_second):
+        st["counters"]["errors"] = 1  # type: ignore[index]
+
+
+
+@plant("posix kept quarantine file holds content no one wrote", "kept-unknown-content")
+def _(t: Trial) -> None:
+    _kept(t, b"nobody wrote this")
+
+
 # 2. convergence.
 @plant("posix eligible file left", "not-converged")
 def _(t: Trial) -> None:
@@ -605,3 +625,11 @@ def test_every_kind_is_planted() -> None:
     reported = set(re.findall(r'v\.add\(\d, "([a-z0-9-]+)"', src))
     planted = {k for _n, k, _f in PLANTS + VPLANTS}
     assert reported - planted == set(), f"kinds with no plant: {sorted(reported - planted)}"
+
+
+def test_a_kept_quarantine_file_holding_a_written_version_is_accounted_for(
+        tmp_path: Path) -> None:
+    t = clean(tmp_path)
+    _kept(t, b"young")  # the key's populated version, which a writer then overwrote
+    assert check(t.rec, s3=t.s3, now=T).violations == []
+
