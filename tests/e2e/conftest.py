@@ -167,9 +167,11 @@ class Cluster:
                 for c in (p.get("status") or {}).get("conditions") or []))
 
     def raft(self, pod: str) -> dict[str, Any] | None:
-        """The pod's /raft document, through the API server's pod proxy."""
-        out = self.try_kubectl("get", "--raw",
-                               f"/api/v1/namespaces/{NS}/pods/{pod}:{HTTP_PORT}/proxy/raft")
+        """The pod's /raft document, through the API server's pod proxy. A stopped
+        process never answers: give up after 5 s, not the 30 s a hung call would take."""
+        out = self.try_kubectl("--request-timeout=5s", "get", "--raw",
+                               f"/api/v1/namespaces/{NS}/pods/{pod}:{HTTP_PORT}/proxy/raft",
+                               timeout=10)
         try:
             return json.loads(out) if out else None
         except ValueError:
