@@ -71,6 +71,7 @@ DATA_NODE = os.environ.get("LETHE_E2E_DATA_NODE") or (
 S3_HOST = os.environ.get("LETHE_E2E_S3_HOST") or ("10.244.0.1" if TARGET == "node" else "")
 MOUNT = "/data"  # the shared directory inside the operator pods (config.allowedRoots)
 NS = "lethe-system"
+APP_NS = "lethe-e2e"  # where the tests put their policies and jobs
 RELEASE = "lethe"
 HTTP_PORT = 8080
 SELECTOR = f"app.kubernetes.io/name=lethe,app.kubernetes.io/instance={RELEASE}"
@@ -166,9 +167,11 @@ class Cluster:
                 for c in (p.get("status") or {}).get("conditions") or []))
 
     def raft(self, pod: str) -> dict[str, Any] | None:
-        """The pod's /raft document, through the API server's pod proxy."""
-        out = self.try_kubectl("get", "--raw",
-                               f"/api/v1/namespaces/{NS}/pods/{pod}:{HTTP_PORT}/proxy/raft")
+        """The pod's /raft document, through the API server's pod proxy. A stopped
+        process never answers: give up after 5 s, not the 30 s a hung call would take."""
+        out = self.try_kubectl("--request-timeout=5s", "get", "--raw",
+                               f"/api/v1/namespaces/{NS}/pods/{pod}:{HTTP_PORT}/proxy/raft",
+                               timeout=10)
         try:
             return json.loads(out) if out else None
         except ValueError:
@@ -246,3 +249,43 @@ def cluster() -> Iterator[Cluster]:
                 kc_cluster.delete()
     else:
         pytest.fail(f"LETHE_E2E_CLUSTER={TARGET!r}: expected node, kind or kubeconfig")
+
+
+# -- the release: `helm install` as documented, once per test module ------------------
+
+
+def values() -> dict[str, Any]:
+    """The chart's defaults, plus: our image, and a hostPath volume instead of NFS."""
+    repo, _, tag = IMAGE.rpartition(":")
+    return {
+        "replicaCount": 3,
+        "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
+        "config": {"allowedRoots": [MOUNT]},
+        "extraVolumes": [{"name": "testdata",
+                          "hostPath": {"path": DATA_NODE, "type": "Directory"}}],
+        "extraVolumeMounts": [{"name": "testdata", "mountPath": MOUNT}],
+    }
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    vals = tmp_path_factory.mktemp("helm") / "values.yaml"
+    vals.write_text(yaml.safe_dump(values()))
+    cluster.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", NS,
+                 "--create-namespace", "--values", str(vals), "--wait", "--timeout", "10m")
+    # A namespace left by a previous run may still be terminating.
+    wait_for(lambda: cluster.try_kubectl("get", "namespace", APP_NS) is None, timeout=180,
+             what=f"namespace {APP_NS} from a previous run to go")
+    cluster.kubectl("create", "namespace", APP_NS)
+    try:
+        yield cluster
+    finally:
+        cluster.try_kubectl("delete", "namespace", APP_NS, "--wait=false")
+        if cluster.try_kubectl("get", "statefulset", RELEASE, "-n", NS):
+            cluster.helm("uninstall", RELEASE, "--namespace", NS, "--wait")
+        # The journal claims outlive the release (StatefulSet semantics); drop them
+        # so the next run starts a fresh Raft cluster.
+        cluster.try_kubectl("delete", "pvc", "-n", NS, "-l",
+                            f"app.kubernetes.io/instance={RELEASE}", "--wait=true",
+                            timeout=120)
+        cluster.recycle_volumes()

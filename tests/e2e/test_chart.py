@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.conftest import (
+    APP_NS,
     CHART,
     DATA_HOST,
-    DATA_NODE,
-    IMAGE,
     MOUNT,
     NS,
     RELEASE,
@@ -41,21 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 CJ = "cleanupjobs.lethe.io"
 RP = "retentionpolicies.lethe.io"
-APP_NS = "lethe-e2e"
 DAY = 86400
-
-
-def values() -> dict[str, Any]:
-    """The chart's defaults, plus: our image, and a hostPath volume instead of NFS."""
-    repo, _, tag = IMAGE.rpartition(":")
-    return {
-        "replicaCount": 3,
-        "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
-        "config": {"allowedRoots": [MOUNT]},
-        "extraVolumes": [{"name": "testdata",
-                          "hostPath": {"path": DATA_NODE, "type": "Directory"}}],
-        "extraVolumeMounts": [{"name": "testdata", "mountPath": MOUNT}],
-    }
 
 
 def files(sub: str, n: int, *, age_days: float, prefix: str) -> list[Path]:
@@ -112,30 +96,6 @@ def policy_leader(c: Cluster, name: str) -> str:
                    (o.get("status") or {}).get("leader") and o, timeout=60,
                    what=f"the status of policy {name}")
     return str(pol["status"]["leader"])
-
-
-@pytest.fixture(scope="module")
-def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    vals = tmp_path_factory.mktemp("helm") / "values.yaml"
-    vals.write_text(yaml.safe_dump(values()))
-    cluster.helm("upgrade", "--install", RELEASE, str(CHART), "--namespace", NS,
-                 "--create-namespace", "--values", str(vals), "--wait", "--timeout", "10m")
-    # A namespace left by a previous run may still be terminating.
-    wait_for(lambda: cluster.try_kubectl("get", "namespace", APP_NS) is None, timeout=180,
-             what=f"namespace {APP_NS} from a previous run to go")
-    cluster.kubectl("create", "namespace", APP_NS)
-    try:
-        yield cluster
-    finally:
-        cluster.try_kubectl("delete", "namespace", APP_NS, "--wait=false")
-        if cluster.try_kubectl("get", "statefulset", RELEASE, "-n", NS):
-            cluster.helm("uninstall", RELEASE, "--namespace", NS, "--wait")
-        # The journal claims outlive the release (StatefulSet semantics); drop them
-        # so the next run starts a fresh Raft cluster.
-        cluster.try_kubectl("delete", "pvc", "-n", NS, "-l",
-                            f"app.kubernetes.io/instance={RELEASE}", "--wait=true",
-                            timeout=120)
-        cluster.recycle_volumes()
 
 
 def test_three_replicas_form_raft_and_only_the_leader_writes(release: Cluster) -> None:

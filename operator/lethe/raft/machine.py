@@ -343,6 +343,7 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
 
     def _onTick(self) -> None:
         super()._onTick()
+        self._drop_stuck_connects()
         if not self._unauthenticated:
             return
         now = time.monotonic()
@@ -352,6 +353,22 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
             elif now - since > AUTH_DEADLINE:
                 self._drop_unauthenticated(
                     conn, peer, f"no authenticated message within {AUTH_DEADLINE:g}s")
+
+    def _drop_stuck_connects(self) -> None:
+        """Give up an outgoing connect that has not completed in ``connectionTimeout``.
+
+        pysyncobj checks that timeout only when the socket has an event; a connect to
+        an address nobody answers (a pod that was replaced: its old IP is gone, no
+        RST ever comes) has none until the kernel gives up, about 127 s of SYN
+        retries. Meanwhile the peer is never dialled again, not even at its new
+        address. Disconnecting lets the next attempt resolve the name again.
+        """
+        now = time.monotonic()
+        timeout = self._syncObj.conf.connectionTimeout
+        for conn in list(self._connections.values()):
+            if (conn.state == CONNECTION_STATE.CONNECTING
+                    and now - conn._TcpConnection__lastReadTime > timeout):
+                conn.disconnect()
 
     def _count_reject(self) -> None:
         self._rejected += 1
