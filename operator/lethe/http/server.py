@@ -1,6 +1,7 @@
 """Health, readiness, Raft status and Prometheus metrics over plain HTTP.
 
-``/healthz``: the process is alive and its operator loop answered recently.
+``/healthz``: the process is alive: its heartbeat thread ran in the last 30 s (a
+stopped or wedged process fails it; a slow leader loop does not).
 ``/readyz``: this node is a Raft member that sees a leader, and the watches
 have listed both kinds at least once. ``/raft``: the node's Raft view as JSON.
 ``/metrics``: Prometheus text format.
