@@ -247,6 +247,27 @@ def _min_age(old_end: float, new_start: float) -> int:
     return max(1, math.ceil(time.time() - (old_end + 3.0)))
 
 
+def time_listing(server: Server, bucket: str) -> float:
+    """Seconds for lethe's storage layer to list the whole bucket once, in this
+    process: the part of ``lethe apply`` that comes before its first delete (the
+    brakes see the whole plan first, I8), measured apart so the README can say
+    what pipelining listing with deleting could save at most."""
+    from lethe.spec import S3Target
+    from lethe.storage.s3 import S3Storage
+
+    store = S3Storage(S3Target(bucket=bucket, prefix="", endpoint=server.endpoint,
+                               region=REGION, forcePathStyle=True),
+                      access_key=ACCESS, secret_key=SECRET)
+    try:
+        t0 = time.perf_counter()
+        n = sum(1 for _ in store.list())
+        secs = time.perf_counter() - t0
+    finally:
+        store.close()
+    print(f"  listing {n:,} objects alone: {secs:.2f}s")
+    return secs
+
+
 def run_lethe(server: Server, bucket: str, age: int, work: Path, *,
               src: Path | None = None) -> tuple[float, int]:
     doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
@@ -401,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   versioned=args.versioned)
                     pop_s = time.perf_counter() - t0
                     age = _min_age(old_end, new_start)
+                    list_s = time_listing(server, bucket) if tool == "lethe" else None
                     load = round(os.getloadavg()[0], 2)
                     before = requests_by_api(server) if args.server == "minio" else None
                     if tool in ("lethe", "lethe-base"):
@@ -421,7 +443,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     runs.append({"trial": t + 1, "tool": tool, "seconds": secs,
                                  "objects_per_s": n_old / secs, "min_age_s": age,
                                  "populate_s": pop_s, "loadavg": load,
-                                 "requests": sent, "requests_per_object": per_obj})
+                                 "requests": sent, "requests_per_object": per_obj,
+                                 "listing_alone_s": list_s})
                     print(f"  trial {t + 1}/{trials} {tool:<18} {secs:7.2f}s  "
                           f"{n_old / secs:8.1f} obj/s  (populate {pop_s:.0f}s, age {age}s, "
                           f"load {load})"

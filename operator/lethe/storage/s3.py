@@ -41,6 +41,10 @@
   edition), and then Lethe refuses to delete there at all: enable versioning.
 * Object lock: a legal hold or retention lock makes the delete fail; that is
   reported as ``LOCKED``. ``BypassGovernanceRetention`` is never sent.
+* Concurrency: one delete call (a journaled batch) runs as up to
+  :data:`_DELETE_CONCURRENCY` chunks at once, each with its own re-list,
+  request(s) and read-back; the fence stops them all the first time it fails
+  (:meth:`S3Storage._fan_out`). Batches themselves stay one after another.
 """
 
 from __future__ import annotations
