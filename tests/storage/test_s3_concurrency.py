@@ -215,6 +215,20 @@ def test_small_batches_stay_one_request(versioned: S3Storage, proxy: S3Proxy) ->
     assert [len(r.objects) for r in _delete_objects(proxy)] == [150]
 
 
+def test_a_key_twice_stays_in_one_chunk(versioned: S3Storage, proxy: S3Proxy) -> None:
+    """The same key at both ends of a batch: both results come from the one chunk
+    that holds them (one marker for it), never from two chunks deleting it at
+    once. Planted: chunks cut by position: the key went to two DeleteObjects."""
+    entries = list(versioned.list())
+    batch = [*entries, entries[0]]
+    results = versioned.delete_batch(batch)
+    assert [r.key for r in results] == [e.key for e in batch]
+    assert {r.outcome for r in results} == {Outcome.DELETED}
+    sent = _delete_objects(proxy)
+    asked = [o["key"] for r in sent for o in r.objects]
+    assert len(asked) == len(set(asked)) == N
+
+
 def test_entry_type_is_unchanged() -> None:
     """The chunking is internal: Entry and the constants callers read are as before."""
     assert s3mod.MAX_DELETE_KEYS == 1000

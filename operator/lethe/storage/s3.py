@@ -202,6 +202,20 @@ def _chunk_size(n: int) -> int:
     return max(1, min(MAX_DELETE_KEYS, math.ceil(n / chunks)))
 
 
+def _split(entries: Sequence[Entry], ident: Callable[[Entry], object]
+           ) -> builtins.list[builtins.list[tuple[int, Entry]]]:
+    """``(position, entry)`` chunks of :func:`_chunk_size` distinct identities,
+    in order; entries with the same ``ident`` (the same key, or key and version)
+    share one chunk, so two chunks never delete the same object at once."""
+    groups: dict[object, builtins.list[tuple[int, Entry]]] = {}
+    for i, e in enumerate(entries):
+        groups.setdefault(ident(e), []).append((i, e))
+    ordered = builtins.list(groups.values())
+    size = _chunk_size(len(ordered))
+    return [[pair for group in ordered[s:s + size] for pair in group]
+            for s in range(0, len(ordered), size)]
+
+
 class S3Storage:
     """A bucket + prefix as a :class:`~lethe.storage.base.Storage`.
 
@@ -574,11 +588,8 @@ class S3Storage:
         sends another delete (those already in flight finish, a chunk whose
         markers are placed still reads them back) and the call re-raises it.
         """
-        numbered = list(enumerate(entries))
-        size = _chunk_size(len(numbered))
         results: dict[int, DeleteResult] = {}
-        for part in self._fan_out([numbered[s:s + size] for s in range(0, len(numbered), size)],
-                                  self._delete_chunk, fence):
+        for part in self._fan_out(_split(entries, lambda e: e.key), self._delete_chunk, fence):
             results.update(part)
         return [results[i] for i in range(len(entries))]
 
@@ -998,10 +1009,13 @@ class S3Storage:
         reported as ``LOCKED``. One DeleteObjects per chunk, the chunks in flight
         at once and fenced as in :meth:`delete_batch` (:meth:`_fan_out`).
         """
-        size = _chunk_size(len(entries))
-        chunks = [entries[s:s + size] for s in range(0, len(entries), size)]
-        return [r for part in self._fan_out(chunks, self._delete_version_chunk, fence)
-                for r in part]
+        chunks = _split(entries, lambda e: (e.key, e.version_id))
+        results: dict[int, DeleteResult] = {}
+        for pairs, part in zip(chunks, self._fan_out(
+                [[e for _i, e in pairs] for pairs in chunks], self._delete_version_chunk,
+                fence), strict=True):
+            results.update((i, r) for (i, _e), r in zip(pairs, part, strict=True))
+        return [results[i] for i in range(len(entries))]
 
     def _delete_version_chunk(self, chunk: Sequence[Entry], fence: Fence
                               ) -> builtins.list[DeleteResult]:
