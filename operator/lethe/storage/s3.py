@@ -107,9 +107,10 @@ _WRONG_ETAG: Final = '"00000000000000000000000000000000"'
 _SINGLE_DELETE_WORKERS: Final = 16
 #: Chunks of one delete_batch / delete_versions call in flight at once. Each chunk is
 #: a round trip or three (re-list, DeleteObjects, read-back on versioned buckets) that
-#: a server spends mostly waiting on its disk (MinIO writes a metadata file per key),
-#: so a few chunks overlap; the journal caps a batch at 1,000 keys, so without
-#: splitting it a batch would be one chunk and nothing would overlap. 4 bounds what a
+#: a server may spend waiting on its disk or the network, so a few chunks overlap (not
+#: measured to gain on the loaded bench machine: bench/README.md); the journal caps
+#: a batch at 1,000 keys, so without splitting it a batch would be one chunk and
+#: nothing would overlap. 4 bounds what a
 #: fence that raises can no longer stop (requests already in flight) to 4 requests.
 _DELETE_CONCURRENCY: Final = 4
 #: Smallest chunk split off a batch: below this a chunk's fixed cost (its own
