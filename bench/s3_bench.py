@@ -15,12 +15,24 @@ Tools run in a rotating order across trials. Rates are objects deleted per
 second of the tool's wall time (listing and, for lethe, its per-batch
 re-list verification, journal and ledger included).
 
-``--versioned`` runs the same on buckets with versioning enabled. Each tool
-deletes as it does there: lethe removes the listed versions by VersionId,
-1,000 per DeleteObjects (exact, so no condition is needed); rclone, the aws
-CLI and the boto3 loop delete by key, which leaves a delete marker per object.
-On an unversioned bucket moto honours only ``If-Match`` on DeleteObject, so
-lethe there sends one request per object, like the aws CLI (see README).
+``--versioned`` runs the same on buckets with versioning enabled. Every tool
+deletes by key there, which leaves a delete marker per object (S3 Lifecycle's
+expiry): lethe re-lists each chunk of up to 1,000 keys, places the markers with
+one DeleteObjects and reads the versions back (its overwrite check), 4 chunks
+of a batch in flight at once; rclone, the aws CLI and the boto3 loop only
+delete. On an unversioned bucket moto honours only ``If-Match`` on
+DeleteObject, so lethe there sends one request per object, like the aws CLI
+(see README).
+
+Requests per object: on MinIO (started with ``MINIO_PROMETHEUS_AUTH_TYPE=public``)
+the bench reads MinIO's own per-API request counters
+(``/minio/metrics/v3/api/requests``) just before and after each tool, so the
+count is every request the tool sent (listing, deletes, lethe's ledger and
+probes), divided by the objects deleted. moto has no such counters: not counted.
+
+``--lethe-base DIR`` adds the tool ``lethe-base``: ``lethe apply`` with the
+operator sources of ``DIR`` (e.g. ``git worktree add /tmp/base <commit>``)
+first on PYTHONPATH, for a before/after in one run.
 """
 
 from __future__ import annotations
@@ -71,7 +83,8 @@ MINIO = CACHE_DIR / "bin" / "minio"
 #: community source on the module proxy.
 MINIO_MODULE = "github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 TOOLS = ("lethe", "rclone", "awscli", "boto3")
-LABELS = {"lethe": "lethe apply", "rclone": "rclone delete --min-age",
+LABELS = {"lethe": "lethe apply", "lethe-base": "lethe apply (--lethe-base)",
+          "rclone": "rclone delete --min-age",
           "rclone-servertime": "rclone delete --min-age --use-server-modtime",
           "awscli": "aws s3 rm --recursive", "boto3": "boto3 list + DeleteObjects"}
 
@@ -145,7 +158,9 @@ def minio_server() -> Iterator[Server]:
     data = tempfile.mkdtemp(prefix="lethe-minio-", dir=CACHE_DIR)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MINIO_"))}
     env.update({"MINIO_ROOT_USER": ACCESS, "MINIO_ROOT_PASSWORD": SECRET,
-                "MINIO_BROWSER": "off"})
+                "MINIO_BROWSER": "off",
+                # the per-API request counters without a token (requests_by_api)
+                "MINIO_PROMETHEUS_AUTH_TYPE": "public"})
     try:
         with _serving([str(MINIO), "server", data, "--quiet", "--address",
                        f"127.0.0.1:{port}"], env=env, port=port,
@@ -153,6 +168,21 @@ def minio_server() -> Iterator[Server]:
             yield server
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def requests_by_api(server: Server) -> dict[str, int]:
+    """MinIO's counters of S3 requests served since it started, by API name
+    (``minio_api_requests_total{name=...}``, Prometheus text format)."""
+    with urllib.request.urlopen(server.endpoint + "/minio/metrics/v3/api/requests",
+                                timeout=30) as resp:
+        text = resp.read().decode()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("minio_api_requests_total{"):
+            labels, _, value = line.rpartition(" ")
+            name = labels.split('name="', 1)[1].split('"', 1)[0]
+            out[name] = out.get(name, 0) + int(float(value))
+    return out
 
 
 def _keys(kind: str, n: int) -> list[str]:
@@ -217,7 +247,29 @@ def _min_age(old_end: float, new_start: float) -> int:
     return max(1, math.ceil(time.time() - (old_end + 3.0)))
 
 
-def run_lethe(server: Server, bucket: str, age: int, work: Path) -> tuple[float, int]:
+def time_listing(server: Server, bucket: str) -> float:
+    """Seconds for lethe's storage layer to list the whole bucket once, in this
+    process: the part of ``lethe apply`` that comes before its first delete (the
+    brakes see the whole plan first, I8), measured apart so the README can say
+    what pipelining listing with deleting could save at most."""
+    from lethe.spec import S3Target
+    from lethe.storage.s3 import S3Storage
+
+    store = S3Storage(S3Target(bucket=bucket, prefix="", endpoint=server.endpoint,
+                               region=REGION, forcePathStyle=True),
+                      access_key=ACCESS, secret_key=SECRET)
+    try:
+        t0 = time.perf_counter()
+        n = sum(1 for _ in store.list())
+        secs = time.perf_counter() - t0
+    finally:
+        store.close()
+    print(f"  listing {n:,} objects alone: {secs:.2f}s")
+    return secs
+
+
+def run_lethe(server: Server, bucket: str, age: int, work: Path, *,
+              src: Path | None = None) -> tuple[float, int]:
     doc = {"apiVersion": "lethe.io/v1alpha1", "kind": "RetentionPolicy",
            "metadata": {"name": bucket, "namespace": "bench"},
            "spec": {"target": {"s3": {"bucket": bucket, "prefix": "", "endpoint": server.endpoint,
@@ -225,9 +277,11 @@ def run_lethe(server: Server, bucket: str, age: int, work: Path) -> tuple[float,
                     "rules": {"maxAge": f"{age}s"}}}
     policy = work / f"{bucket}.yaml"
     policy.write_text(json.dumps(doc))
+    env = bench_env({"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
+    if src is not None:  # another commit's sources first (--lethe-base)
+        env["PYTHONPATH"] = os.pathsep.join([str(src / "operator"), env["PYTHONPATH"]])
     r = run_timed([*lethe_cmd(), "apply", "-f", str(policy), "--output", "json",
-                   "--state-dir", str(work / f"state-{bucket}")],
-                  env=bench_env({"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET}))
+                   "--state-dir", str(work / f"state-{bucket}")], env=env)
     report = json.loads(r.stdout)
     if report["result"] != "Succeeded":
         raise RuntimeError(f"lethe apply: {report}")
@@ -255,8 +309,18 @@ def run_rclone(server: Server, bucket: str, age: int, *, server_time: bool = Fal
                      env=_rclone_env(server)).seconds
 
 
+def _aws() -> Path | None:
+    """The aws CLI of its own venv, else one on PATH (never this venv's botocore)."""
+    venv = AWSCLI_VENV / "bin" / "aws"
+    if venv.exists():
+        return venv
+    found = shutil.which("aws")
+    return Path(found) if found else None
+
+
 def run_awscli(server: Server, bucket: str) -> float:
-    aws = AWSCLI_VENV / "bin" / "aws"
+    aws = _aws()
+    assert aws is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET,
                 "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull,
@@ -297,7 +361,7 @@ def boto3_loop(bucket: str, endpoint: str, age: int) -> None:
 def _tool_available(tool: str) -> str | None:
     if tool.startswith("rclone") and not shutil.which("rclone"):
         return "rclone not installed (apt-get install -y rclone)"
-    if tool == "awscli" and not (AWSCLI_VENV / "bin" / "aws").exists():
+    if tool == "awscli" and _aws() is None:
         return f"aws CLI not installed ({AWSCLI_VENV}/bin/pip install awscli)"
     return None
 
@@ -313,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--server", choices=("moto", "minio"), default="moto")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma-separated subset of {','.join(LABELS)}")
+    ap.add_argument("--lethe-base", type=Path, default=None,
+                    help="a source tree of another commit: adds the tool lethe-base")
     ap.add_argument("--boto3-loop", nargs=3, metavar=("BUCKET", "ENDPOINT", "AGE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -329,6 +395,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_new = args.keep or (200 if args.quick else 1_000)
     trials = args.trials or 1
     tools = [t for t in args.tools.split(",") if t]
+    if args.lethe_base is not None and "lethe-base" not in tools:
+        tools.append("lethe-base")
+    if "lethe-base" in tools and args.lethe_base is None:
+        raise SystemExit("the tool lethe-base needs --lethe-base DIR")
     skipped = {t: why for t in tools if (why := _tool_available(t))}
     for t, why in skipped.items():
         print(f"  skipping {t}: {why}")
@@ -352,36 +422,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                   versioned=args.versioned)
                     pop_s = time.perf_counter() - t0
                     age = _min_age(old_end, new_start)
+                    list_s = time_listing(server, bucket) if tool == "lethe" else None
                     load = round(os.getloadavg()[0], 2)
-                    if tool == "lethe":
-                        secs, deleted = run_lethe(server, bucket, age, work)
+                    before = requests_by_api(server) if args.server == "minio" else None
+                    if tool in ("lethe", "lethe-base"):
+                        secs, deleted = run_lethe(
+                            server, bucket, age, work,
+                            src=args.lethe_base if tool == "lethe-base" else None)
                         if deleted != n_old:
                             raise RuntimeError(f"lethe deleted {deleted}, expected {n_old}")
                     else:
                         secs = runners[tool](server, bucket, age)
+                    sent: dict[str, int] | None = None
+                    if before is not None:
+                        after = requests_by_api(server)
+                        sent = {k: v - before.get(k, 0) for k, v in sorted(after.items())
+                                if v - before.get(k, 0)}
                     verify_and_drop(server, bucket, n_new)
+                    per_obj = None if sent is None else sum(sent.values()) / n_old
                     runs.append({"trial": t + 1, "tool": tool, "seconds": secs,
                                  "objects_per_s": n_old / secs, "min_age_s": age,
-                                 "populate_s": pop_s, "loadavg": load})
+                                 "populate_s": pop_s, "loadavg": load,
+                                 "requests": sent, "requests_per_object": per_obj,
+                                 "listing_alone_s": list_s})
                     print(f"  trial {t + 1}/{trials} {tool:<18} {secs:7.2f}s  "
                           f"{n_old / secs:8.1f} obj/s  (populate {pop_s:.0f}s, age {age}s, "
-                          f"load {load})")
+                          f"load {load})"
+                          + ("" if sent is None else
+                             f"  {per_obj:.4f} requests/object {sent}"))
                     sys.stdout.flush()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {tool: median([r["seconds"] for r in runs if r["tool"] == tool]) for tool in tools}
     rate = {tool: n_old / s for tool, s in med.items()}
     lethe_rate = rate.get("lethe")
+    per_object: dict[str, float | None] = {}
+    for tool in tools:
+        counted = [r["requests_per_object"] for r in runs
+                   if r["tool"] == tool and r["requests_per_object"] is not None]
+        per_object[tool] = median(counted) if counted else None
     rows = []
     for tool in tools:
         vs = lethe_rate / rate[tool] if lethe_rate and tool != "lethe" else None
+        rpo = per_object[tool]
         rows.append([LABELS[tool], med[tool], round(rate[tool], 1),
-                     "-" if vs is None else f"{vs:.2f}x"])
+                     "-" if vs is None else f"{vs:.2f}x",
+                     "-" if rpo is None else f"{rpo:.4f}"])
     kind = "versioned buckets" if args.versioned else "unversioned buckets"
     print_table(f"S3 ({args.server}, loopback, {kind}): delete {n_old:,} of "
                 f"{n_old + n_new:,} objects; {trials} trial(s)",
-                ["tool", "median s", "objects/s", "lethe speed-up"], rows)
-    targets = {"rclone": 3.0, "awscli": 5.0}
+                ["tool", "median s", "objects/s", "lethe speed-up", "requests/object"], rows)
+    # issue 16 set the MinIO targets; issue 3's stay for moto
+    targets = {"rclone": 4.0, "awscli": 8.0} if args.server == "minio" else \
+        {"rclone": 3.0, "awscli": 5.0}
     met: dict[str, bool] = {}
     for tool, want in targets.items():
         if lethe_rate and tool in rate:
@@ -391,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{'met' if got >= want else 'MISSED'})")
     result = {"objects_deleted": n_old, "objects_kept": n_new, "trials": trials, "runs": runs,
               "median_seconds": med, "objects_per_s": rate, "targets": targets,
+              "requests_per_object": per_object,
               "target_met": met, "skipped_tools": skipped, "versioned": args.versioned,
               "server": args.server}
     name = "s3" + ("-minio" if args.server == "minio" else "") + (

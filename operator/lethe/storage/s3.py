@@ -41,6 +41,10 @@
   edition), and then Lethe refuses to delete there at all: enable versioning.
 * Object lock: a legal hold or retention lock makes the delete fail; that is
   reported as ``LOCKED``. ``BypassGovernanceRetention`` is never sent.
+* Concurrency: one delete call (a journaled batch) runs as up to
+  :data:`_DELETE_CONCURRENCY` chunks at once, each with its own re-list,
+  request(s) and read-back; the fence stops them all the first time it fails
+  (:meth:`S3Storage._fan_out`). Batches themselves stay one after another.
 """
 
 from __future__ import annotations
@@ -48,11 +52,12 @@ from __future__ import annotations
 import builtins
 import email.utils
 import logging
+import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -100,6 +105,17 @@ _STATUS_CODES: Final = {"403": "AccessDenied", "404": "NoSuchKey", "409":
 _WRONG_ETAG: Final = '"00000000000000000000000000000000"'
 #: Concurrent DeleteObject requests when the server only honours If-Match one key at a time.
 _SINGLE_DELETE_WORKERS: Final = 16
+#: Chunks of one delete_batch / delete_versions call in flight at once. Each chunk is
+#: a round trip or three (re-list, DeleteObjects, read-back on versioned buckets) that
+#: a server may spend waiting on its disk or the network, so a few chunks overlap (not
+#: measured to gain on the loaded bench machine: bench/README.md); the journal caps
+#: a batch at 1,000 keys, so without splitting it a batch would be one chunk and
+#: nothing would overlap. 4 bounds what a
+#: fence that raises can no longer stop (requests already in flight) to 4 requests.
+_DELETE_CONCURRENCY: Final = 4
+#: Smallest chunk split off a batch: below this a chunk's fixed cost (its own
+#: re-list and read-back requests) outweighs the overlap.
+_MIN_CHUNK_KEYS: Final = 100
 DeleteMode = Literal["batch", "single", "none"]
 _LOCK_WORDS: Final = ("object lock", "objectlock", "retention", "legal hold", "legalhold",
                       "worm", "locked")
@@ -170,6 +186,37 @@ def _key_before(key: str) -> str:
     return key[:-1] + chr(prev) + "\U0010ffff"
 
 
+class _Stopped(Exception):
+    """Another chunk of the same call had its fence raise: send nothing more."""
+
+
+_C = TypeVar("_C")
+_R = TypeVar("_R")
+
+
+def _chunk_size(n: int) -> int:
+    """Keys per chunk for a call of ``n`` entries: ``n`` spread evenly over
+    :data:`_DELETE_CONCURRENCY` chunks, fewer where a chunk would hold less than
+    :data:`_MIN_CHUNK_KEYS`, none over :data:`MAX_DELETE_KEYS` (DeleteObjects'
+    limit). 150 -> one chunk of 150, 1,000 -> 4 of 250, 5,000 -> 5 of 1,000."""
+    chunks = min(_DELETE_CONCURRENCY, max(1, n // _MIN_CHUNK_KEYS))
+    return max(1, min(MAX_DELETE_KEYS, math.ceil(n / chunks)))
+
+
+def _split(entries: Sequence[Entry], ident: Callable[[Entry], object]
+           ) -> builtins.list[builtins.list[tuple[int, Entry]]]:
+    """``(position, entry)`` chunks of :func:`_chunk_size` distinct identities,
+    in order; entries with the same ``ident`` (the same key, or key and version)
+    share one chunk, so two chunks never delete the same object at once."""
+    groups: dict[object, builtins.list[tuple[int, Entry]]] = {}
+    for i, e in enumerate(entries):
+        groups.setdefault(ident(e), []).append((i, e))
+    ordered = builtins.list(groups.values())
+    size = _chunk_size(len(ordered))
+    return [[pair for group in ordered[s:s + size] for pair in group]
+            for s in range(0, len(ordered), size)]
+
+
 class S3Storage:
     """A bucket + prefix as a :class:`~lethe.storage.base.Storage`.
 
@@ -196,6 +243,9 @@ class S3Storage:
         self._versioning: str | None = None  # "Enabled", "Suspended" or "" (never enabled)
         self._delete_mode: DeleteMode | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._chunk_pool: ThreadPoolExecutor | None = None  # chunks in flight (_fan_out)
+        self._probe_lock = threading.Lock()  # one conditional-delete probe, not one per chunk
+        self._url_probe_lock = threading.Lock()
         #: Folder marker objects (keys ending in ``/``) in the last whole :meth:`list`:
         #: not entries (S3's directories), counted so that nothing goes unreported.
         self.folder_markers = 0
@@ -240,8 +290,9 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
+        for pool in (self._chunk_pool, self._pool):
+            if pool is not None:
+                pool.shutdown()
         self.client.close()
 
     # --- readiness and clock ---------------------------------------------------
@@ -323,6 +374,12 @@ class S3Storage:
         accept the field and delete anyway."""
         if self._delete_mode is not None:
             return self._delete_mode
+        with self._probe_lock:  # chunks of one batch ask at once: probe once
+            if self._delete_mode is None:
+                self._delete_mode = self._probe_conditional_mode()
+            return self._delete_mode
+
+    def _probe_conditional_mode(self) -> DeleteMode:
         key = self._internal + "probe/conditional-delete"
         mode: DeleteMode = "none"
         try:
@@ -351,7 +408,6 @@ class S3Storage:
         log.info("%s: conditional deletes: %s", self.describe(), {
             "batch": "per-object ETag in DeleteObjects", "single": "If-Match per DeleteObject",
             "none": "not honoured"}[mode])
-        self._delete_mode = mode
         return mode
 
     def _keeps_literal_urls(self) -> bool:
@@ -361,6 +417,12 @@ class S3Storage:
         operator's own keys; they are removed with DeleteObjects (keys in XML)."""
         if self._literal_urls is not None:
             return self._literal_urls
+        with self._url_probe_lock:  # chunks of one batch ask at once: probe once
+            if self._literal_urls is None:
+                self._literal_urls = self._probe_literal_urls()
+            return self._literal_urls
+
+    def _probe_literal_urls(self) -> bool:
         base = self._internal + "probe/keys/"
         want = {base + k for k in ("a//b", "a/./b", "a/../b")}
 
@@ -385,7 +447,6 @@ class S3Storage:
                         "keys are not deleted with DeleteObject", self.describe(), _errtext(exc))
         log.info("%s: keys with '//', '.' or '..' segments in URLs: %s", self.describe(),
                  "kept literal" if ok else "NOT kept literal (such keys are not deleted)")
-        self._literal_urls = ok
         return ok
 
     # --- listing -----------------------------------------------------------------
@@ -516,21 +577,90 @@ class S3Storage:
         it honours neither. So an object overwritten after the re-list is
         never deleted nor hidden.
 
+        Chunks: the entries are split into up to :data:`_DELETE_CONCURRENCY`
+        chunks of :func:`_chunk_size` keys (100 to 1,000), which run the above
+        concurrently (see :meth:`_fan_out`), each with its own re-list, request
+        and read-back; so a 1,000-key batch is 4 chunks of 250 in flight at once.
+
         A failure of the whole request (network, 5xx after retries, denied)
-        yields ``ERROR`` for each entry concerned; nothing is raised. ``fence`` is
-        called before each DeleteObjects, or each single DeleteObject (so a node
-        that lost its lease sends none after, only those already in flight).
+        yields ``ERROR`` for each entry of that chunk only; nothing is raised.
+        ``fence`` is called before each DeleteObjects, or each single
+        DeleteObject, and before each attempt is sent; once it raises, no chunk
+        sends another delete (those already in flight finish, a chunk whose
+        markers are placed still reads them back) and the call re-raises it.
         """
         results: dict[int, DeleteResult] = {}
-        numbered = list(enumerate(entries))
-        self._send_fence = fence  # and again before each attempt is sent (_fence_send)
+        for part in self._fan_out(_split(entries, lambda e: e.key), self._delete_chunk, fence):
+            results.update(part)
+        return [results[i] for i in range(len(entries))]
+
+    def _fan_out(self, chunks: Sequence[_C], work: Callable[[_C, Fence], _R],
+                 fence: Fence) -> builtins.list[_R]:
+        """``work(chunk, guarded_fence)`` for each chunk, at most
+        :data:`_DELETE_CONCURRENCY` at once; the results in the chunks' order.
+
+        The fence (I3) holds for every chunk: ``guarded_fence``, which ``work``
+        calls before each delete request, and botocore's ``before-send`` hook
+        (:meth:`_fence_send`, before each attempt) both call ``fence``; the first
+        time either raises (or a chunk fails in any other way) a shared flag is
+        set, after which every guarded fence raises :class:`_Stopped` without
+        asking ``fence`` (checks are serialized, so none slips in between) and
+        chunks not yet started do not start. Requests
+        already in flight finish. Then, once every chunk has ended, the first
+        real exception is raised (never a ``_Stopped``): the batch stays
+        journaled and a resume re-checks each key.
+        """
+        stopped = threading.Event()
+        # The fence's own exception, wherever it surfaced: a chunk's single-delete
+        # workers may report a sibling's _Stopped first.
+        first: builtins.list[BaseException] = []
+
+        def stop(exc: BaseException) -> None:
+            if not isinstance(exc, _Stopped):
+                first.append(exc)
+            stopped.set()
+
+        # One check at a time (the fence is a local check of a few µs): a check that
+        # starts after another raised sees the flag, never a fence that might pass.
+        checking = threading.Lock()
+
+        def guarded() -> None:
+            with checking:
+                if stopped.is_set():
+                    raise _Stopped
+                try:
+                    fence()
+                except BaseException as exc:
+                    stop(exc)
+                    raise
+
+        def run(chunk: _C) -> _R:
+            if stopped.is_set():
+                raise _Stopped
+            try:
+                return work(chunk, guarded)
+            except BaseException as exc:
+                stop(exc)
+                raise
+
+        self._send_fence = guarded  # and again before each attempt is sent (_fence_send)
         try:
-            for start in range(0, len(numbered), MAX_DELETE_KEYS):
-                results.update(self._delete_chunk(numbered[start:start + MAX_DELETE_KEYS],
-                                                  fence))
+            if len(chunks) <= 1:  # no thread to start
+                try:
+                    return [run(c) for c in chunks]
+                except _Stopped as exc:
+                    raise (first or [exc])[0] from None
+            if self._chunk_pool is None:
+                self._chunk_pool = ThreadPoolExecutor(_DELETE_CONCURRENCY,
+                                                      thread_name_prefix="s3-chunk")
+            futures = [self._chunk_pool.submit(run, c) for c in chunks]
+            wait(futures)
         finally:
             self._send_fence = no_fence
-        return [results[i] for i in range(len(entries))]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            raise (first or errors)[0]
+        return [f.result() for f in futures]
 
     def _delete_chunk(self, chunk: Sequence[tuple[int, Entry]], fence: Fence
                       ) -> dict[int, DeleteResult]:
@@ -877,63 +1007,64 @@ class S3Storage:
         """Delete exact versions (from :meth:`list_noncurrent_versions`) by VersionId.
 
         A version never changes, so there is no fingerprint re-check; locks are
-        reported as ``LOCKED``. One DeleteObjects per 1,000 entries.
+        reported as ``LOCKED``. One DeleteObjects per chunk, the chunks in flight
+        at once and fenced as in :meth:`delete_batch` (:meth:`_fan_out`).
         """
-        results: builtins.list[DeleteResult] = []
-        self._send_fence = fence  # and again before each attempt is sent (_fence_send)
-        try:
-            self._delete_version_chunks(entries, fence, results)
-        finally:
-            self._send_fence = no_fence
-        return results
+        chunks = _split(entries, lambda e: (e.key, e.version_id))
+        results: dict[int, DeleteResult] = {}
+        for pairs, part in zip(chunks, self._fan_out(
+                [[e for _i, e in pairs] for pairs in chunks], self._delete_version_chunk,
+                fence), strict=True):
+            results.update((i, r) for (i, _e), r in zip(pairs, part, strict=True))
+        return [results[i] for i in range(len(entries))]
 
-    def _delete_version_chunks(self, entries: Sequence[Entry], fence: Fence,
-                               results: builtins.list[DeleteResult]) -> None:
-        for start in range(0, len(entries), MAX_DELETE_KEYS):
-            chunk = entries[start:start + MAX_DELETE_KEYS]
-            groups: dict[tuple[str, str], list[Entry]] = {}
-            objects: list[ObjectIdentifierTypeDef] = []
-            pre: dict[int, DeleteResult] = {}
-            for n, e in enumerate(chunk):
-                if e.version_id is None or not e.key or e.key.startswith(INTERNAL_PREFIX):
-                    pre[n] = DeleteResult(e.key, Outcome.ERROR, "no VersionId / internal key")
-                    continue
-                ident = (self.prefix + e.key, e.version_id)
-                if ident not in groups:
-                    objects.append({"Key": ident[0], "VersionId": ident[1]})
-                groups.setdefault(ident, []).append(e)
-            by_ident: dict[tuple[str, str], DeleteResult] = {}
-            if objects:
-                fence()
-                try:
-                    resp = self.client.delete_objects(
-                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
-                    for d in resp.get("Deleted", []):
-                        ident = (d["Key"], d.get("VersionId", ""))
-                        by_ident[ident] = DeleteResult(ident[0], Outcome.DELETED)
-                    for err in resp.get("Errors", []):
-                        code, msg = err.get("Code", "?"), err.get("Message", "")
-                        outcome = (Outcome.LOCKED if _is_lock_error(code, msg) else
-                                   Outcome.ALREADY_GONE if code in ("NoSuchKey", "NoSuchVersion")
-                                   else Outcome.ERROR)
-                        ident = (err["Key"], err.get("VersionId", ""))
-                        if not ident[1]:  # moto omits it: the key's one version asked for
-                            asked = [i for i in groups if i[0] == ident[0]]
-                            ident = asked[0] if len(asked) == 1 else ident
-                        by_ident[ident] = DeleteResult(err["Key"], outcome, f"{code}: {msg}")
-                except (ClientError, BotoCoreError) as exc:
-                    text = f"DeleteObjects failed: {_errtext(exc)}"
-                    by_ident = {i: DeleteResult(i[0], Outcome.ERROR, text) for i in groups}
-            for n, e in enumerate(chunk):
-                if n in pre:
-                    results.append(pre[n])
-                    continue
-                r = by_ident.get((self.prefix + e.key, e.version_id or ""))
-                what = (f"delete marker {e.version_id} removed (no version behind it)"
-                        if e.fingerprint.startswith(DELETE_MARKER) else f"version {e.version_id}")
-                results.append(DeleteResult(e.key, r.outcome, r.detail or what)
-                               if r else
-                               DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
+    def _delete_version_chunk(self, chunk: Sequence[Entry], fence: Fence
+                              ) -> builtins.list[DeleteResult]:
+        results: builtins.list[DeleteResult] = []
+        groups: dict[tuple[str, str], list[Entry]] = {}
+        objects: list[ObjectIdentifierTypeDef] = []
+        pre: dict[int, DeleteResult] = {}
+        for n, e in enumerate(chunk):
+            if e.version_id is None or not e.key or e.key.startswith(INTERNAL_PREFIX):
+                pre[n] = DeleteResult(e.key, Outcome.ERROR, "no VersionId / internal key")
+                continue
+            ident = (self.prefix + e.key, e.version_id)
+            if ident not in groups:
+                objects.append({"Key": ident[0], "VersionId": ident[1]})
+            groups.setdefault(ident, []).append(e)
+        by_ident: dict[tuple[str, str], DeleteResult] = {}
+        if objects:
+            fence()
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": False})
+                for d in resp.get("Deleted", []):
+                    ident = (d["Key"], d.get("VersionId", ""))
+                    by_ident[ident] = DeleteResult(ident[0], Outcome.DELETED)
+                for err in resp.get("Errors", []):
+                    code, msg = err.get("Code", "?"), err.get("Message", "")
+                    outcome = (Outcome.LOCKED if _is_lock_error(code, msg) else
+                               Outcome.ALREADY_GONE if code in ("NoSuchKey", "NoSuchVersion")
+                               else Outcome.ERROR)
+                    ident = (err["Key"], err.get("VersionId", ""))
+                    if not ident[1]:  # moto omits it: the key's one version asked for
+                        asked = [i for i in groups if i[0] == ident[0]]
+                        ident = asked[0] if len(asked) == 1 else ident
+                    by_ident[ident] = DeleteResult(err["Key"], outcome, f"{code}: {msg}")
+            except (ClientError, BotoCoreError) as exc:
+                text = f"DeleteObjects failed: {_errtext(exc)}"
+                by_ident = {i: DeleteResult(i[0], Outcome.ERROR, text) for i in groups}
+        for n, e in enumerate(chunk):
+            if n in pre:
+                results.append(pre[n])
+                continue
+            r = by_ident.get((self.prefix + e.key, e.version_id or ""))
+            what = (f"delete marker {e.version_id} removed (no version behind it)"
+                    if e.fingerprint.startswith(DELETE_MARKER) else f"version {e.version_id}")
+            results.append(DeleteResult(e.key, r.outcome, r.detail or what)
+                           if r else
+                           DeleteResult(e.key, Outcome.ERROR, "no result from DeleteObjects"))
+        return results
 
     def abort_incomplete_uploads(self, older_than: float) -> int:
         """Abort multipart uploads under the prefix initiated before ``older_than``
