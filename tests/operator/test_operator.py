@@ -197,6 +197,19 @@ def _upload(client: Any, bucket: str, keys: list[str]) -> None:
         list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=b"d" * 8), keys))
 
 
+def _listed(client: Any, bucket: str, prefix: str) -> dict[str, Any]:
+    """ListObjectsV2, polled again when moto answers 500: it did, after botocore's
+    retries, while a run's concurrent deletes were in flight on a loaded machine."""
+    for _ in range(5):
+        try:
+            return client.list_objects_v2(Bucket=bucket, Prefix=prefix)  # type: ignore[no-any-return]
+        except client.exceptions.ClientError as e:
+            if int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) < 500:
+                raise
+            time.sleep(1)
+    raise AssertionError("moto kept answering 500 to a ListObjectsV2")
+
+
 def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
                                                crds_installed: KubeCluster,
                                                s3_server: Any, s3_bucket: str) -> None:
@@ -211,12 +224,15 @@ def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
     kube.apply(policy("bucket", n, {"s3": {
         "bucket": s3_bucket, "prefix": "data/", "endpoint": s3_server.endpoint,
         "region": "us-east-1", "forcePathStyle": True,
-        "credentialsSecretRef": {"name": "s3"}}}, rules={"maxAge": "2s"}))
+        "credentialsSecretRef": {"name": "s3"}}}, rules={"maxAge": "2s"},
+        # 30 batches: the kill lands mid-run even when polling the ledger lags (with
+        # 6 batches of 1,000 the run had once ended before it, at load 24).
+        batchSize=200))
     first = operators.wait_leader()
     kube.apply(job("big", n, policyRef={"name": "bucket"}, mode="Enforce"))
 
     def ledger_keys() -> list[str]:
-        out = client.list_objects_v2(Bucket=s3_bucket, Prefix="data/.lethe/ledger/")
+        out = _listed(client, s3_bucket, "data/.lethe/ledger/")
         return [o["Key"] for o in out.get("Contents", [])]
 
     wait_for(lambda: len(ledger_keys()) >= 1, timeout=90, interval=0.1,
@@ -288,17 +304,7 @@ def test_suspend_mid_run_stops_between_batches_then_resume_finishes(
         rules={"maxAge": "2s"}, mode="Enforce", schedule="* * * * *"))
 
     def ledgers() -> int:
-        # moto once answered this listing 500 (after botocore's retries) while the
-        # run's 16 concurrent deletes were in flight on a loaded machine: poll again.
-        for _ in range(5):
-            try:
-                out = client.list_objects_v2(Bucket=s3_bucket, Prefix="s/.lethe/ledger/")
-                return int(out.get("KeyCount", 0))
-            except client.exceptions.ClientError as e:
-                if int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) < 500:
-                    raise
-                time.sleep(1)
-        raise AssertionError("moto kept answering 500 to a ListObjectsV2")
+        return int(_listed(client, s3_bucket, "s/.lethe/ledger/").get("KeyCount", 0))
 
     wait_for(lambda: ledgers() >= 1, timeout=100, interval=0.1, what="a scheduled run mid-way")
     kube.kubectl("patch", "rp", "sched", "-n", n, "--type=merge", "-p",
