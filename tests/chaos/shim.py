@@ -8,7 +8,9 @@ each peer changes, through the product's own test hook
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 
 from lethe.cli.main import main
@@ -24,5 +26,9 @@ def _overrides(text: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
+    # Every thread's stack into this replica's log on SIGUSR1: the harness asks for it
+    # when replicas never become ready (seeds 10503 and 10615: a tick thread that
+    # seemed to stop right after bootstrapping).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     set_dial_overrides(_overrides(os.environ.get("LETHE_CHAOS_DIAL", "")))
     sys.exit(main(["run"]))

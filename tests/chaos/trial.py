@@ -511,6 +511,16 @@ def _quiesce(shared: Shared, policies: list[str], ns: str, timeout: float) -> li
 # -- the trial --------------------------------------------------------------------------
 
 
+def _dump_stacks(reps: ChaosReplicas) -> None:
+    """Each live replica writes every thread's stack into its log (the shim's
+    faulthandler on SIGUSR1): the evidence a readiness timeout needs."""
+    for r in reps.replicas:
+        if r.proc is not None and r.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(r.proc.pid, signal.SIGUSR1)
+    time.sleep(1.0)
+
+
 def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool = False
               ) -> TrialResult:
     started = time.monotonic()
@@ -563,7 +573,11 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         reps = new_replicas(shared, workdir / "ops", data_root=data, namespace=ns,
                             pause_at=pause_at)
         reps.start()
-        reps.wait_ready(timeout=120)
+        try:
+            reps.wait_ready(timeout=120)
+        except TimeoutError:
+            _dump_stacks(reps)
+            raise
         reps.wait_leader(timeout=30)
         kube.kubectl("create", "namespace", ns, check=False)
         kube.kubectl("create", "secret", "generic", "s3", "-n", ns,
