@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import traceback
@@ -513,7 +514,13 @@ def _quiesce(shared: Shared, policies: list[str], ns: str, timeout: float) -> li
 
 def _dump_stacks(reps: ChaosReplicas) -> None:
     """Each live replica writes every thread's stack into its log (the shim's
-    faulthandler on SIGUSR1): the evidence a readiness timeout needs."""
+    faulthandler on SIGUSR1), and every TCP socket on the machine goes to
+    ``sockets.txt``: the evidence a readiness timeout needs (10503, 10615: lethe-0's
+    tick never ran, as if pysyncobj could not bind its Raft port, which it retries
+    silently)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, timeout=20)
+        (reps.workdir / "sockets.txt").write_text(out.stdout + out.stderr)
     for r in reps.replicas:
         if r.proc is not None and r.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
