@@ -57,12 +57,14 @@ test: venv tools lint
 	@# priority while the tests below wait on I/O and timers, not after them.
 	@if [ "$(E2E)" = 1 ]; then mkdir -p $(CACHE); rm -f $(CACHE)/node-tools.rc; \
 	  (nice -n 19 $(MAKE) --no-print-directory node-tools >$(CACHE)/node-tools.log 2>&1; \
-	   echo $$? >$(CACHE)/node-tools.rc) & \
+	   echo $$? >$(CACHE)/node-tools.rc) & echo $$! >$(CACHE)/node-tools.pid; \
 	  echo "make test: building the node binaries in the background ($(CACHE)/node-tools.log)"; fi
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 	if [ "$(CI_TRIALS)" -gt 0 ]; then $(PY) -m tests.chaos --trials $(CI_TRIALS) --seed $(CI_SEED) --quick; fi
-	@if [ "$(E2E)" = 1 ]; then until [ -f $(CACHE)/node-tools.rc ]; do sleep 5; done; \
-	  [ "$$(cat $(CACHE)/node-tools.rc)" = 0 ] || { cat $(CACHE)/node-tools.log; exit 1; }; \
+	@# Until it wrote its status, or died without one (killed): never wait for ever.
+	@if [ "$(E2E)" = 1 ]; then until [ -f $(CACHE)/node-tools.rc ] || \
+	    ! kill -0 "$$(cat $(CACHE)/node-tools.pid)" 2>/dev/null; do sleep 5; done; \
+	  [ "$$(cat $(CACHE)/node-tools.rc 2>/dev/null)" = 0 ] || { cat $(CACHE)/node-tools.log; exit 1; }; \
 	  echo "make test: node binaries ready"; fi
 	if [ "$(E2E)" = 1 ]; then $(MAKE) e2e; fi
 
