@@ -36,6 +36,7 @@ from lethe.metrics import Metrics
 from lethe.raft.local import local_journal
 from lethe.storage.factory import open_storage
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.waiting import wait_for
 
 
 class _Setup:
@@ -98,11 +99,9 @@ def _leader(s: _Setup, journal: Any, clock: list[float], tmp_path: Path, *,
                   metrics=Metrics(), clock=lambda: clock[0], storage_factory=slow_open)
 
 
-def _wait_runs(leader: Leader, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while any(not a.future.done() for a in leader._active.values()):
-        assert time.monotonic() < end, "the run did not end"
-        time.sleep(0.05)
+def _wait_runs(leader: Leader) -> None:
+    wait_for(lambda: all(a.future.done() for a in leader._active.values()), timeout=60,
+             interval=0.05, what="the run to end")
 
 
 def _ready(st: dict[str, Any]) -> dict[str, Any]:
