@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,6 +34,25 @@ __all__ = ["LocalReplicas", "Replica"]
 
 
 def _free_port(host: str) -> int:
+    """A port free now, below the kernel's ephemeral range.
+
+    A replica restarts on its ports (its Raft address is its identity). A port
+    from the ephemeral range may meanwhile be the source port of any outgoing
+    connection on that address, and the replica's bind then fails until that
+    connection closes (chaos trials 10503 and 10615 stalled so).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -47,8 +47,9 @@ def local_journal(*, data_dir: str | Path, timeout: float = 15.0,
         deadline = time.monotonic() + timeout
         while not journal.lease_valid():
             if time.monotonic() > deadline:
+                why = journal.quorum_problem()
                 raise JournalError(f"one-node Raft in {data_dir} did not become leader "
-                                   f"within {timeout:.0f}s")
+                                   f"within {timeout:.0f}s" + (f": {why}" if why else ""))
             time.sleep(0.02)
         yield journal
     finally:

@@ -19,7 +19,8 @@ Everything that touches pysyncobj internals lives here and in
   so no rival can be elected while the leader's lease may still be valid
   (the pre-vote of :mod:`lethe.raft.prevote` keeps a returning member from
   sending one at all); (3) a log line for every message that fails authentication; (4) bounds on
-  a connection that has not authenticated yet (see ``LeaseTransport``).
+  a connection that has not authenticated yet (see ``LeaseTransport``); (5) the error
+  of a Raft port it cannot bind, which pysyncobj retries in silence.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ AUTH_DEADLINE = 5.0
 #: 32-byte random key (~150 bytes as a Fernet token). pysyncobj would otherwise
 #: buffer whatever length the 4-byte prefix claims (up to 2 GiB) before checking it.
 MAX_FIRST_FRAME = 64 * 1024
+#: Seconds between two log lines about a Raft port that cannot be bound.
+_BIND_LOG_EVERY = 30.0
 
 
 # Every member of the Command union, so a new command cannot be left out (SkipSlot was).
@@ -213,7 +216,43 @@ class LeaseTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untype
         self._campaign_logged: Any = None
         #: peer id -> time.monotonic() of the newest message received from it
         self._last_heard: dict[str, float] = {}
+        self._bind_problem: str | None = None
+        self._bind_logged_at = float("-inf")
         super().__init__(syncObj, selfNode, otherNodes)
+
+    # -- listening -----------------------------------------------------------------
+
+    def _createServer(self) -> None:
+        """pysyncobj retries a failed bind every ``bindRetryTime`` for ever and says
+        nothing; meanwhile the node does not tick, so it neither campaigns nor
+        answers. Keep the error so the log and /readyz can name it."""
+        super()._createServer()
+        conf, me = self._syncObj.conf, self._selfNode
+        address = conf.bindAddress or getattr(me, "address", "?")
+        bind = self._server.bind
+
+        def bind_or_report() -> None:
+            try:
+                bind()
+            except OSError as e:
+                self._bind_problem = (f"cannot listen on {address} for Raft: "
+                                      f"{e.strerror or e} (retrying every "
+                                      f"{conf.bindRetryTime:g}s)")
+                now = time.monotonic()
+                if now - self._bind_logged_at >= _BIND_LOG_EVERY:
+                    self._bind_logged_at = now
+                    log.warning("raft: %s", self._bind_problem)
+                raise
+            if self._bind_problem is not None:
+                log.info("raft: listening on %s after: %s", address, self._bind_problem)
+            self._bind_problem = None
+
+        self._server.bind = bind_or_report
+
+    @property
+    def bind_problem(self) -> str | None:
+        """Why the Raft port is not listening yet (the last bind error), else None."""
+        return self._bind_problem
 
     # -- lease bookkeeping (all in the tick thread) --------------------------------
 

@@ -500,15 +500,19 @@ class RaftJournal:
         or join a quorum must say so): how long, how many members it needs,
         and for each peer whether it is connected, when it last answered, and
         what it said to our pre-vote. ``None`` while a leader is known or the
-        leaderless spell is still short. Any thread.
+        leaderless spell is still short. A Raft port that cannot be bound is
+        named at once. Any thread.
         """
+        transport = self._transport()
+        unbound = transport.bind_problem if transport is not None else None
+        if unbound is not None:
+            return unbound  # nothing else happens until it listens: no ticks, no peers
         since = self._leaderless_since
         if since is None:
             return None
         now = time.monotonic()
         if now - since < QUORUM_REPORT_AFTER:
             return None
-        transport = self._transport()
         heard = transport.last_heard() if transport is not None else {}
         nodes: list[Any] = []
         for _ in range(5):
