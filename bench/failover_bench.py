@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.env import Shared
+from tests.fixtures.replicas import LocalReplicas
 
 from bench._common import print_table, write_results
-from lethe.devenv import LocalReplicas
 
 __all__ = ["main"]
 

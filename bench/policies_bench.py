@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 from tests.chaos.env import Shared
+from tests.fixtures.replicas import LocalReplicas
 
 from bench._common import print_table, write_results
-from lethe.devenv import LocalReplicas
 
 __all__ = ["main"]
 

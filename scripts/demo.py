@@ -37,9 +37,9 @@ KUBECTL = CACHE / "bin" / "kubectl"
 KUBECONFIG = CACHE / "kubeconfig"
 DEMO = CACHE / "demo"
 PIDS = DEMO / "pids"  # "pid start-time" of what this run started, for the next run
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT)]  # lethe, and the replica launcher
 
-from lethe.devenv import LocalReplicas  # noqa: E402
+from tests.fixtures.replicas import LocalReplicas  # noqa: E402
 
 DAY = 86400
 

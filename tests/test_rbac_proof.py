@@ -52,8 +52,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.devenv import LocalReplicas, Replica
 from tests.fixtures.kube import BIN_DIR, KubeCluster
+from tests.fixtures.replicas import LocalReplicas, Replica
 from tests.fixtures.s3 import S3Server
 from tests.operator.conftest import condition
 
@@ -179,7 +179,7 @@ def test_cases_cover_every_rendered_rule_and_verb(watch: bool) -> None:
 
 
 class _Replicas(LocalReplicas):
-    """LocalReplicas whose pods live in ``namespace`` (devenv hard-codes lethe-system)."""
+    """LocalReplicas whose pods live in ``namespace`` (the launcher hard-codes lethe-system)."""
 
     def __init__(self, *, namespace: str, **kw: Any) -> None:
         super().__init__(**kw)

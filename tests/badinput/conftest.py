@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.badinput.operators import running_replicas
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 
 
 @pytest.fixture(scope="package")

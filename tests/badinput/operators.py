@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lethe.devenv import LocalReplicas
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import NS, get, render_rbac, sa_kubeconfig
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.badinput.operators import (
     CJ,
     finished,
@@ -33,6 +32,7 @@ from tests.badinput.operators import (
     tracebacks,
 )
 from tests.fixtures.kube import KubeCluster, _LocalCluster, private_cluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import condition, get
 

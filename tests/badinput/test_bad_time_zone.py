@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.badinput.operators import old_files, policy, tracebacks
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import condition, get
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from pysyncobj.encryptor import getEncryptor
 
-from lethe.devenv import LocalReplicas, Replica
 from tests.badinput.operators import finished, job, old_files, policy, tracebacks
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas, Replica
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)

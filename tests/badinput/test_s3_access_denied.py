@@ -36,9 +36,9 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from lethe.devenv import LocalReplicas
 from tests.badinput.operators import job, policy, tracebacks
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.s3 import _free_port, _moto_command, _wait_ready
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import condition, get

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from lethe.devenv import LocalReplicas, Replica
 from tests.fixtures.kube import KubeCluster, _LocalCluster
+from tests.fixtures.replicas import LocalReplicas, Replica
 from tests.fixtures.s3 import S3Server, _free_port, _moto_command, _wait_ready
 from tests.operator.conftest import NS, render_rbac, sa_kubeconfig
 from tests.raft.proxy import LinkProxy

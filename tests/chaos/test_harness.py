@@ -12,11 +12,11 @@ from typing import Any, cast
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.chaos.checker import TrialRecord
 from tests.chaos.env import ChaosReplicas
 from tests.chaos.s3proxy import S3Proxy, read_log
 from tests.chaos.trial import Consumer, Nemesis, Writers, harness_failures
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.s3 import S3Server
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lethe.devenv import LocalReplicas
 from tests.fixtures.kube import BIN_DIR, KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "lethe-system"

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.badinput.operators import chart_identities
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import condition, get
 from tests.operator.test_operator import CJ, _upload, job, ns, policy

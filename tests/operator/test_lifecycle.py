@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from lethe.devenv import LocalReplicas
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import NS, condition, get, render_rbac, sa_kubeconfig
 from tests.operator.test_operator import CJ, _upload, files, job, ns, policy

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lethe.devenv import LocalReplicas, Replica
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import LocalReplicas, Replica
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import NS, condition, get, render_rbac, sa_kubeconfig
 from tests.operator.test_lifecycle import (

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from lethe.devenv import STS_NAMESPACE, LocalReplicas
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.replicas import STS_NAMESPACE, LocalReplicas
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import get, render_rbac, sa_kubeconfig
 from tests.operator.test_operator import files, job, ns, policy
