@@ -41,6 +41,9 @@ from bench._common import print_table, write_results
 __all__ = ["main"]
 
 _STARTING = re.compile(r"^run \S+ of (\S+) starting \(slot (\S+), mode ")
+#: The run's id in its "starting" line and in the runner's last line ("run R Succeeded: …").
+_RUN_START = re.compile(r"^run (\S+) of \S+ starting \(slot ")
+_RUN_END = re.compile(r"^run (\S+) [A-Z][a-z]+: scanned ")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -64,7 +67,8 @@ def _log_time(text: str) -> float:
         tzinfo=dt.UTC).timestamp()
 
 
-def one_size(shared: Shared, n: int, *, slots: int, base: Path) -> dict[str, Any]:
+def one_size(shared: Shared, n: int, *, slots: int, base: Path,
+             concurrent_runs: int | None = None) -> dict[str, Any]:
     assert shared.kube is not None
     kube = shared.kube
     work = base / f"n{n}"
@@ -76,7 +80,9 @@ def one_size(shared: Shared, n: int, *, slots: int, base: Path) -> dict[str, Any
             (d / f"f{f:02d}.log").write_bytes(b"x")
     reps = LocalReplicas(count=3, workdir=work / "ops", kubeconfigs=shared.identities,
                          password=secrets.token_hex(16), python=sys.executable,
-                         env={"LETHE_ALLOWED_ROOTS": str(data), "LETHE_LOG_FORMAT": "json"})
+                         env={"LETHE_ALLOWED_ROOTS": str(data), "LETHE_LOG_FORMAT": "json",
+                              **({"LETHE_CONCURRENT_RUNS": str(concurrent_runs)}
+                                 if concurrent_runs else {})})
     ns = f"policies-{n}-{secrets.token_hex(3)}"
     try:
         reps.start()
@@ -102,11 +108,21 @@ def one_size(shared: Shared, n: int, *, slots: int, base: Path) -> dict[str, Any
         time.sleep(max(0.0, want[-1] + 60 - time.time()))
         cpu1 = [_cpu_seconds(r.proc.pid) for r in reps.replicas if r.proc is not None]
         starts: dict[tuple[str, float], float] = {}
+        began: dict[str, float] = {}
+        walls: list[float] = []  # a run's "starting" line to the runner's last line
         for r in reps.replicas:
             for raw in r.log_path.read_text(errors="replace").splitlines():
                 if "starting (slot" not in raw:
+                    if ": scanned " in raw and raw.startswith("{"):
+                        rec = json.loads(raw)
+                        e = _RUN_END.match(rec.get("message", ""))
+                        if e and e[1] in began:
+                            walls.append(_log_time(rec["time"]) - began.pop(e[1]))
                     continue
                 rec = json.loads(raw)
+                b = _RUN_START.match(rec.get("message", ""))
+                if b and rec.get("namespace") == ns:
+                    began[b[1]] = _log_time(rec["time"])
                 m = _STARTING.match(rec.get("message", ""))
                 if m and m[2] != "None" and rec.get("namespace") == ns:
                     key = (m[1], _ts(m[2]))
@@ -118,6 +134,8 @@ def one_size(shared: Shared, n: int, *, slots: int, base: Path) -> dict[str, Any
         return {"policies": n, "slots": slots, "runs": len(lags), "missed": missed,
                 "lag_p50": _pct(lags, 0.5), "lag_p95": _pct(lags, 0.95),
                 "lag_max": max(lags, default=0.0),
+                "concurrent_runs": concurrent_runs or 16,
+                "run_wall_p50": _pct(walls, 0.5), "run_wall_p95": _pct(walls, 0.95),
                 # The busiest replica is the leader (it may change under load).
                 "cpu_seconds_per_run_leader": cpu[-1] / max(1, len(lags)),
                 "cpu_seconds_per_run_followers": sum(cpu[:-1]) / max(1, len(lags)),
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", type=int, nargs="+", default=[300, 1000])
     ap.add_argument("--slots", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="100 policies, 1 slot")
+    ap.add_argument("--concurrent-runs", type=int, default=None,
+                    help="the replicas' LETHE_CONCURRENT_RUNS (default: theirs, 16)")
     args = ap.parse_args(argv)
     sizes, slots = ([100], 1) if args.quick else (args.policies, args.slots)
     base = Path(tempfile.mkdtemp(prefix="lethe-policies-"))
@@ -142,16 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shared.start()
         for n in sizes:
-            rows.append(one_size(shared, n, slots=slots, base=base))
+            rows.append(one_size(shared, n, slots=slots, base=base,
+                                 concurrent_runs=args.concurrent_runs))
             print(f"  {rows[-1]}", flush=True)
     finally:
         shared.stop()
         shutil.rmtree(base, ignore_errors=True)
     print_table("many policies, each every minute: start lag after the slot",
                 ["policies", "slots", "runs", "missed", "lag p50 s", "lag p95 s", "max s",
-                 "leader CPU ms/run", "followers", "target"],
+                 "runs at once", "run wall p50/p95 s", "leader CPU ms/run", "followers",
+                 "target"],
                 [[r["policies"], r["slots"], r["runs"], r["missed"], f"{r['lag_p50']:.1f}",
-                  f"{r['lag_p95']:.1f}", f"{r['lag_max']:.1f}",
+                  f"{r['lag_p95']:.1f}", f"{r['lag_max']:.1f}", r["concurrent_runs"],
+                  f"{r['run_wall_p50']:.2f}/{r['run_wall_p95']:.2f}",
                   f"{1000 * r['cpu_seconds_per_run_leader']:.0f}",
                   f"{1000 * r['cpu_seconds_per_run_followers']:.0f}",
                   "1,000: p95 <= 10 s, none missed"] for r in rows])
