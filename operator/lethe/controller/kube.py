@@ -137,6 +137,17 @@ class KubeWriter:
             log.warning("event %s not posted: API server unreachable: %s", reason,
                         type(e).__name__)
 
+    def read_object(self, *, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server holds it now, ``None`` if it does not exist.
+
+        A LIST by name, because the operator's role grants list and watch on its
+        kinds, not get. Raises ``ApiException`` and urllib3 errors to the caller.
+        """
+        out = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURALS[kind], field_selector=f"metadata.name={name}")
+        items = out.get("items") or []
+        return dict(items[0]) if items else None
+
     def read_secret(self, *, namespace: str, name: str) -> dict[str, str] | None:
         """Secret data, decoded; ``None`` if absent. Values are never logged."""
         try:

@@ -20,6 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3.exceptions
+from kubernetes.client.rest import ApiException
+
 from lethe.controller import schedule, status
 from lethe.controller.config import OperatorConfig
 from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden, api_unavailable
@@ -59,6 +62,10 @@ ANNOUNCE_AFTER = 2.0
 #: round trip per component on NFS, for every policy every tick). A run always
 #: checks again just before it starts.
 TARGET_RECHECK_SECONDS = 30.0
+#: How often a running run reads its object from the API server instead of
+#: trusting the watch alone (see Leader._cancelled): an edit, suspend or deletion
+#: stops it within about this long plus one batch, however late the watch is.
+FRESH_READ_SECONDS = 1.0
 
 
 class Inventory:
@@ -395,12 +402,35 @@ class Leader:
 
     def _cancelled(self, kind: str, namespace: str, name: str, generation: int
                    ) -> Callable[[], bool]:
-        """A run stops between batches when its object is deleted, edited or suspended."""
-        def check() -> bool:
-            cur = self.inventory.get(kind, namespace, name)
+        """A run stops between batches when its object is deleted, edited or suspended.
+
+        The watch usually tells first. Under load it can lag by seconds while
+        batches go on deleting by the old spec, so a run that lasts also reads the
+        object from the API server, at most once per ``FRESH_READ_SECONDS``
+        (never for a run shorter than that). A failed read leaves it to the watch.
+        """
+        def ended(cur: Mapping[str, Any] | None) -> bool:
             if cur is None or int(cur["metadata"].get("generation", 1)) != generation:
                 return True
             return bool((cur.get("spec") or {}).get("suspend"))
+
+        next_read = time.monotonic() + FRESH_READ_SECONDS
+
+        def check() -> bool:  # the run's own thread only
+            nonlocal next_read
+            if ended(self.inventory.get(kind, namespace, name)):
+                return True
+            now = time.monotonic()
+            if now < next_read:
+                return False
+            next_read = now + FRESH_READ_SECONDS
+            try:
+                return ended(self.writer.read_object(kind=kind, namespace=namespace,
+                                                     name=name))
+            except (ApiException, urllib3.exceptions.HTTPError) as e:
+                log.info("could not read %s %s/%s (the watch still decides): %s", kind,
+                         namespace, name, _brief(e))
+                return False
         return check
 
     def _execute(self, *, policy: Policy, run_id: str, mode: str | None, slot: str | None,
