@@ -11,6 +11,7 @@ than its floor, a replica not alive and ready at the end).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import random
 import sys
 import tempfile
@@ -33,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     base = args.workdir or Path(tempfile.mkdtemp(prefix="lethe-chaos-"))
     base.mkdir(parents=True, exist_ok=True)
+    # Two runs in one workdir share its kubeconfigs: one's replicas would serve the
+    # other's API server as a second cluster (session 7 lost a run so).
+    lock = open(base / ".lock", "a")  # noqa: SIM115 (held until the process exits)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"chaos: {base} is in use by another run; give another --workdir",
+              file=sys.stderr)
+        return 2
     print(f"chaos: {args.trials} trials, seeds {first}..{first + args.trials - 1}, "
           f"{'quick' if args.quick else 'full'}; work in {base}", flush=True)
     shared = Shared(base)
