@@ -84,20 +84,10 @@ class ChaosReplicas(LocalReplicas):
         env["LETHE_CHAOS_DIAL"] = ",".join(
             f"{o.raft_address}={self.proxies[(r.index, o.index)].address}"
             for o in self.replicas if o is not r)
-        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
         return env
 
-    def start(self, index: int | None = None) -> None:
-        for r in self.replicas if index is None else [self.replicas[index]]:
-            if r.alive():
-                continue
-            r.data_dir.mkdir(parents=True, exist_ok=True)
-            if r._log is not None:
-                r._log.close()
-            r._log = open(r.log_path, "ab")  # noqa: SIM115  (kept open for the process)
-            r.proc = subprocess.Popen(
-                [self.python, "-m", "tests.chaos.shim"], env=self._env(r), cwd=ROOT,
-                stdout=r._log, stderr=subprocess.STDOUT, start_new_session=True)
+    def _command(self) -> list[str]:
+        return [self.python, "-m", "tests.chaos.shim"]
 
     def isolate(self, index: int) -> None:
         for (a, b), p in self.proxies.items():
