@@ -129,6 +129,10 @@ class _Active:
     term: int  # the Raft term it started in
 
 
+class Stopping(Exception):
+    """The replica is shutting down; raised where a tick would start a run."""
+
+
 class Leader:
     def __init__(self, *, config: OperatorConfig, journal: Journal, inventory: Inventory,
                  writer: KubeWriter, metrics: Metrics, clock: Callable[[], float] = time.time,
@@ -142,6 +146,10 @@ class Leader:
         self.storage_factory = storage_factory
         self.pool = ThreadPoolExecutor(max_workers=config.concurrent_runs,
                                        thread_name_prefix="lethe-run")
+        #: Held while a run is submitted and while the pool is closed: a tick still in
+        #: progress at shutdown then stops quietly instead of failing on the pool.
+        self._submitting = threading.Lock()
+        self._closed = False
         self._active: dict[str, _Active] = {}  # policy key -> running thread
         self._written: dict[tuple[str, str, str], str] = {}  # what we last patched
         #: A run that stopped on an error stays active in the journal; resume it only
@@ -167,7 +175,7 @@ class Leader:
         while not stop.wait(self.config.tick_seconds):
             try:
                 self.tick()
-            except NotAllowed:
+            except (NotAllowed, Stopping):
                 pass
             except Exception:
                 log.exception("leader tick failed; retrying next tick")
@@ -193,7 +201,7 @@ class Leader:
             for obj in self.inventory.all(kind):
                 try:
                     reconcile(obj)
-                except NotAllowed:
+                except (NotAllowed, Stopping):
                     return
                 except Exception as e:
                     meta = obj.get("metadata", {})
@@ -205,7 +213,24 @@ class Leader:
                     log.exception("reconciling %s %s/%s failed; retrying next tick", kind,
                                   meta.get("namespace"), meta.get("name"))
 
+    def close(self) -> None:
+        """Start no more runs (shutdown). Runs in flight are not waited for: each stops
+        at its next lease check, and the journal resumes it on the next leader."""
+        with self._submitting:
+            self._closed = True
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
     # -- helpers ---------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        """Start ``fn(*args)`` on a run thread.
+
+        :raises Stopping: after :meth:`close`; the tick that asked ends there.
+        """
+        with self._submitting:
+            if self._closed:
+                raise Stopping("the replica is stopping: no new runs")
+            return self.pool.submit(_logged(fn), *args)
 
     def _prune_caches(self) -> None:
         """Forget objects that are gone (a cache entry per object ever seen would grow
@@ -394,8 +419,8 @@ class Leader:
         resumed run's may be older than the object's, and then it only stops."""
         key = f"{policy.namespace}/{policy.name}"
         gen = generation or int(obj["metadata"].get("generation", 1))
-        fut = self.pool.submit(_logged(self._policy_run), obj, policy, slot, waive_brakes,
-                               dict(extra or {}), gen)
+        fut = self._submit(self._policy_run, obj, policy, slot, waive_brakes,
+                           dict(extra or {}), gen)
         self._active[key] = _Active(future=fut, kind="RetentionPolicy",
                                     namespace=policy.namespace, name=policy.name, generation=gen,
                                     term=self.journal.current_term())
@@ -607,7 +632,7 @@ class Leader:
         active = self._state.runs.get(key)
         if active is not None and active.job != uid:
             return  # another job's or a scheduled run: _job_run would adopt its run id
-        fut = self.pool.submit(_logged(self._job_run), obj, policy)
+        fut = self._submit(self._job_run, obj, policy)
         self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
                                     name=meta["name"], generation=gen,
                                     term=self.journal.current_term())

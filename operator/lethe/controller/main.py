@@ -169,7 +169,7 @@ def run_main(argv: Sequence[str]) -> int:
 
     loop.call_soon_threadsafe(raise_flag)
     kopf_thread.join(timeout=SHUTDOWN_GRACE)
-    leader.pool.shutdown(wait=False, cancel_futures=True)
+    leader.close()
     try:
         if _scaling_down(api, config):
             log.info("the StatefulSet shrank below this replica: leaving Raft")
