@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 from tests.badinput.operators import policy
-from tests.fixtures.s3 import S3Server, _free_port, _wait_ready
+from tests.fixtures.ports import free_port
+from tests.fixtures.s3 import S3Server, _wait_ready
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,7 +43,7 @@ OBJECTS = 10
 
 @contextlib.contextmanager
 def _skewed_server(offset: float) -> Iterator[S3Server]:
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("skewed_s3.py")),

@@ -38,8 +38,9 @@ from botocore.config import Config
 
 from tests.badinput.operators import job, policy, tracebacks
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.ports import free_port
 from tests.fixtures.replicas import LocalReplicas
-from tests.fixtures.s3 import _free_port, _moto_command, _wait_ready
+from tests.fixtures.s3 import _moto_command, _wait_ready
 from tests.fixtures.waiting import wait_for
 from tests.operator.conftest import condition, get
 
@@ -80,7 +81,7 @@ def _user(iam: Any, name: str, statements: list[dict[str, Any]]) -> Keys:
 
 @pytest.fixture(scope="module")
 def iam_s3() -> Iterator[IamS3]:
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen(_moto_command(port), stdout=subprocess.DEVNULL,

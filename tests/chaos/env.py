@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from tests.fixtures.kube import KubeCluster, _LocalCluster
+from tests.fixtures.ports import free_port
 from tests.fixtures.replicas import LocalReplicas, Replica
-from tests.fixtures.s3 import S3Server, _free_port, _moto_command, _wait_ready
+from tests.fixtures.s3 import S3Server, _moto_command, _wait_ready
 from tests.operator.conftest import NS, render_rbac, sa_kubeconfig
 from tests.raft.proxy import LinkProxy
 
@@ -52,7 +53,7 @@ class Shared:
             kube.apply(o)
         self.identities = [sa_kubeconfig(kube, sa=n, path=self.workdir / f"{n}.kubeconfig")
                            for n in names]
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self._moto = subprocess.Popen(_moto_command(port), stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, env=env)

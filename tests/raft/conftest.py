@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.raft.proxy import LinkProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "test-raft-password-0123456789"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
