@@ -714,8 +714,18 @@ class RaftJournal:
         path = self._data_dir / _MEMBERS_FILE
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(list(members)), encoding="utf-8")
+            # Durable before it counts as written: after a power loss the file is
+            # the old membership or the new one, never empty.
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(list(members)))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
+            dfd = os.open(self._data_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
             self._members_written = members
         except OSError as exc:
             log.warning("raft: cannot persist membership to %s: %s", path, exc)
