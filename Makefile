@@ -25,7 +25,7 @@ help:
 	@echo "make node-cluster  a real one-node Kubernetes cluster here (kubelet, containerd)"
 	@echo "make node-cluster-down  stop it, leaving nothing running"
 	@echo "make e2e           image + node cluster + helm install + the end-to-end suite"
-	@echo "make bench         benchmarks against find, rclone, aws CLI"
+	@echo "make bench         benchmarks against find, rclone, aws CLI (BENCH_ARGS=--quick: small)"
 	@echo "make manifests     render manifests/install.yaml from the Helm chart"
 
 $(VENV)/.stamp: requirements.lock pyproject.toml
@@ -105,8 +105,10 @@ $(LATENCYFS): bench/latencyfs/main.go bench/latencyfs/go.mod bench/latencyfs/go.
 	cd bench/latencyfs && go build -o $(CURDIR)/$(LATENCYFS) . \
 	  || echo "latencyfs did not build: the nfs benchmark will be skipped"
 
+# BENCH_ARGS: options of `python -m bench`, e.g. --quick (small sizes) or --only nfs.
+BENCH_ARGS ?=
 bench: venv tools $(MINIO) $(LATENCYFS)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 chaos: venv tools
 	$(PY) -m tests.chaos --trials $(TRIALS)
