@@ -12,7 +12,10 @@ RetentionPolicy document), "batch_size", "s3_keys": [access, secret] or null}
 It appends one JSON line per run attempt to ``<out_dir>/events.jsonl``
 (``{"pid", "time", "what", "detail"}``) and, on S3, one line per delete request
 that passed every ``before-send`` handler of the product (the last hook before
-the socket write) to ``<out_dir>/requests.jsonl``.
+the socket write) to ``<out_dir>/requests.jsonl``: ``time`` is when it passed
+them, ``checked`` when the product's fence check for it began (right after the
+pause point, so a request of the thread that paused itself was checked after it
+woke), ``if_match`` whether it carried an ``If-Match`` header.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from lethe.raft.node import RaftJournal
 from lethe.runner.execute import Runner
 from lethe.spec import S3Target, parse_policy
+from lethe.storage import pausepoint
 from lethe.storage.base import Storage
 from lethe.storage.posix import PosixStorage
 from lethe.storage.s3 import S3Storage
@@ -49,10 +53,21 @@ def main(config_path: str) -> None:
     if isinstance(policy.target, S3Target):
         access, secret = cfg["s3_keys"]
         s3 = S3Storage(policy.target, access_key=access, secret_key=secret)
+        check = threading.local()
+        pause_point = pausepoint.pause_point
+
+        def stamped(point: str) -> None:
+            # The product calls its fence right after its pause point returns.
+            pause_point(point)
+            check.began = time.time()
+
+        pausepoint.pause_point = stamped
 
         def record(request: Any, **_kw: Any) -> None:
-            _append(out / "requests.jsonl", {"pid": os.getpid(), "time": time.time(),
-                                             "method": request.method, "url": request.url})
+            _append(out / "requests.jsonl", {
+                "pid": os.getpid(), "time": time.time(), "checked": getattr(check, "began", 0.0),
+                "method": request.method, "url": request.url,
+                "if_match": "If-Match" in request.headers})
 
         for op in ("DeleteObject", "DeleteObjects"):
             # After the product's own handler (its fence): only requests about to be sent.

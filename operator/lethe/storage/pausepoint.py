@@ -52,4 +52,8 @@ def pause_point(point: str) -> None:
                 return  # another replica already paused: this one goes on
             os.write(fd, f"{os.getpid()} {point}:{_AT}\n".encode())
             os.close(fd)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # To this thread: it then stops before the call returns. kill(getpid())
+        # lets the kernel pick a thread to take the stop (the main one), and this
+        # thread ran on meanwhile, through the very check the pause must precede
+        # (CI saw the paused request sent with a check made before the stop).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
