@@ -363,8 +363,12 @@ def run_scenario(kube: KubeCluster, s3: S3Server, tmp: Path, ns: str,
     client = s3.client()
     bucket = f"{ns}-{secrets.token_hex(4)}"[:63]
     client.create_bucket(Bucket=bucket)
-    for i in range(S3_OBJECTS):  # older than maxAge 1s once the replica is up
+    for i in range(S3_OBJECTS):
         client.put_object(Bucket=bucket, Key=f"data/obj-{i}", Body=b"d")
+    # Older than the policy's maxAge (1 s) by the server's clock, whose Date header
+    # counts whole seconds, before the policy exists (CI once had the replica ready
+    # within a second, and nothing was eligible yet).
+    put_done = time.monotonic()
     obs = Observation()
     with _replica(ns, kc, workdir, root, watch) as reps:
         r = reps.replicas[0]
@@ -377,6 +381,7 @@ def run_scenario(kube: KubeCluster, s3: S3Server, tmp: Path, ns: str,
         if obs.ready:  # a replica that never gets ready has said so: nothing to drive
             obs.old = _files(root / "logs", OLD, age_days=40, prefix="old")
             obs.new = _files(root / "logs", NEW, age_days=1, prefix="new")
+            time.sleep(max(0.0, put_done + 3.0 - time.monotonic()))
             kube.apply(yaml.safe_dump_all([
                 _obj("RetentionPolicy", "logs", ns, {
                     "target": {"posix": {"path": str(root / "logs")}},
