@@ -66,6 +66,10 @@ TARGET_RECHECK_SECONDS = 30.0
 #: trusting the watch alone (see Leader._cancelled): an edit, suspend or deletion
 #: stops it within about this long plus one batch, however late the watch is.
 FRESH_READ_SECONDS = 1.0
+#: A CleanupJob whose policy this replica has not seen waits quietly this long
+#: before it says so: a policy and a job applied together arrive through two
+#: watches, in either order.
+POLICY_GRACE_SECONDS = 10.0
 
 
 class Inventory:
@@ -620,6 +624,9 @@ class Leader:
         try:
             policy = self._job_policy(obj)
         except _Stall as s:
+            if s.reason == "PolicyNotFound":
+                self._job_waits(obj, s)
+                return
             self._patch("CleanupJob", obj, {
                 "phase": "Failed", "observedGeneration": gen, "completionTime": status.iso(now),
                 "conditions": status.conditions(previous=st.get("conditions"), generation=gen,
@@ -636,6 +643,27 @@ class Leader:
         self._active[key] = _Active(future=fut, kind="CleanupJob", namespace=meta["namespace"],
                                     name=meta["name"], generation=gen,
                                     term=self.journal.current_term())
+
+    def _job_waits(self, obj: Mapping[str, Any], stall: _Stall) -> None:
+        """A job whose ``policyRef`` names no policy (yet) waits for it, as a Pod
+        waits for a ConfigMap it mounts: ``Pending`` with ``Stalled``, and it starts
+        once the policy exists. Failing it would make ``kubectl apply -f`` of a
+        policy and a job, or a GitOps sync that creates the job first, fail at
+        random: the two kinds reach the leader through two watches, in no order."""
+        meta, st = obj["metadata"], obj.get("status") or {}
+        now = self.clock()
+        if now - _ts(meta.get("creationTimestamp")) < POLICY_GRACE_SECONDS:
+            return
+        gen = int(meta.get("generation", 1))
+        ident = ("CleanupJob", meta["namespace"], meta["name"])
+        before = self._written.get(ident)
+        message = f"{stall.message}; the job starts when it does"
+        self._patch("CleanupJob", obj, {
+            "phase": "Pending", "observedGeneration": gen,
+            "conditions": status.conditions(previous=st.get("conditions"), generation=gen,
+                                            now=now, stalled=(stall.reason, message))})
+        if self._written.get(ident) != before:
+            self.writer.event(obj=obj, reason=stall.reason, message=message, warning=True)
 
     def _job_final(self, obj: Mapping[str, Any], run_id: str, result: str,
                    counters: Mapping[str, int], message: str, ended: float) -> dict[str, Any]:
