@@ -18,9 +18,7 @@ decides which object the watch has delivered.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, load_api
 from lethe.controller.leader import POLICY_GRACE_SECONDS, Inventory, Leader, _ts
 from lethe.metrics import Metrics
 from lethe.raft.local import local_journal
+from tests.badinput.operators import old_files
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.waiting import wait_for
 
@@ -38,12 +37,7 @@ def test_a_job_applied_before_its_policy_waits_then_runs(
     kube = crds_installed
     ns = f"waits-{secrets.token_hex(3)}"
     data = tmp_path / "data"
-    data.mkdir()
-    old = time.time() - 40 * 86400
-    for i in range(5):
-        p = data / f"f{i}.log"
-        p.write_bytes(b"x")
-        os.utime(p, (old, old))
+    files = old_files(data, 5)
     kube.kubectl("create", "namespace", ns)
 
     def get(kind: str, name: str) -> dict[str, Any]:
@@ -100,7 +94,7 @@ def test_a_job_applied_before_its_policy_waits_then_runs(
                      timeout=60, interval=0.05, what="the run to end")
             st = get("CleanupJob", "now").get("status") or {}
             assert st.get("phase") == "Succeeded", st
-            assert not list(data.glob("f*.log"))
+            assert not any(p.exists() for p in files)
         finally:
             leader.close()
             kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
