@@ -97,6 +97,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if not i.path.is_relative_to(HERE)]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failed e2e test, keep what the pods said: the end of each pod's log goes
+    into the report (CI keeps only the output of a failed run), whole logs under
+    ``.cache/e2e-logs/<test>/``. The pods are gone once the cluster is stopped."""
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    c = getattr(item, "funcargs", {}).get("release")
+    if rep.when != "call" or not rep.failed or not isinstance(c, Cluster):
+        return
+    keep = REPO / ".cache" / "e2e-logs" / re.sub(r"[^\w.-]+", "_", item.name)
+    keep.mkdir(parents=True, exist_ok=True)
+    tails = []
+    for i in range(3):
+        pod = f"{RELEASE}-{i}"
+        for previous in (False, True):
+            text = c.try_kubectl("logs", pod, "-n", NS, "-c", "lethe",
+                                 *(["--previous"] if previous else [])) or ""
+            if not text:
+                continue
+            name = f"{pod}{'-previous' if previous else ''}.log"
+            (keep / name).write_text(text)
+            tails.append(f"==> {name} (last 60 lines of {len(text.splitlines())})\n"
+                         + "\n".join(text.splitlines()[-60:]))
+    rep.sections.append((f"lethe pod logs (whole: {keep})", "\n".join(tails)))
+
+
 def wait_for(cond: Callable[[], Any], *, timeout: float, what: str,
              interval: float = 2.0) -> Any:
     """Kubernetes moves slowly: poll every 2 s."""
