@@ -158,18 +158,32 @@ def finished_once(run: Run, *, failover: bool) -> dict[str, Any]:
     return dict(st)
 
 
-def new_leader(c: Cluster, old: str) -> str:
-    return str(wait_for(lambda: (ld := c.leader()) and ld != old and ld, timeout=120,
-                        what=f"a leader other than {old}"))
+def term_of(c: Cluster, pod: str) -> int:
+    """The pod's Raft term, read just before a fault."""
+    st = c.raft(pod)
+    assert st is not None, f"{pod} did not answer /raft"
+    return int(st["term"])
+
+
+def new_leader(c: Cluster, *, after_term: int) -> str:
+    """A leader elected after the fault: of a later term, whichever pod it is. A
+    force-deleted pod comes back under the same name (StatefulSet) and a killed
+    container restarts in its pod, either soon enough to win the election."""
+    def probe() -> str | None:
+        ld = c.leader()
+        st = c.raft(ld) if ld else None
+        return ld if st and int(st["term"]) > after_term else None
+    return str(wait_for(probe, timeout=120, what=f"a leader of a term after {after_term}"))
 
 
 def test_leader_pod_force_deleted_mid_run(release: Cluster) -> None:
     c = release
     run = start_big_run(c, "force-deleted")
+    term = term_of(c, run.leader)
     c.kubectl("delete", "pod", run.leader, "-n", NS, "--grace-period=0", "--force",
               "--wait=false")
     assert_mid_run(run, batches=OLD // BATCH)
-    new_leader(c, run.leader)
+    new_leader(c, after_term=term)
     finished_once(run, failover=True)
 
 
@@ -177,9 +191,10 @@ def test_leader_process_sigkilled_mid_run(release: Cluster) -> None:
     c = release
     run = start_big_run(c, "sigkilled")
     pid_before = host_pids(c, run.leader)
+    term = term_of(c, run.leader)
     signal_pod(c, run.leader, signal.SIGKILL)
     assert_mid_run(run, batches=OLD // BATCH)
-    new_leader(c, run.leader)
+    new_leader(c, after_term=term)
     finished_once(run, failover=True)
     # The kubelet restarted the killed container in the same pod; it rejoins.
     settled(c)
@@ -199,8 +214,16 @@ def test_leader_process_sigstopped_mid_run_wakes_without_deleting(release: Clust
         # Wake it as soon as the new leader wrote a batch (well before the liveness
         # probe restarts it, ~30 s): its lease and its batch are stale by then, and
         # every side effect it still tries must be fenced.
-        wait_for(lambda: any(x["term"] > old_term for x in run.lines()), timeout=60,
-                 interval=0.2, what="a batch written by a new leader")
+        try:
+            wait_for(lambda: any(x["term"] > old_term for x in run.lines()), timeout=60,
+                     interval=0.2, what="a batch written by a new leader")
+        except AssertionError as e:
+            # What the two others saw while the leader was stopped (after the wake
+            # below it is gone): their terms, leaders and connections.
+            others = {p: c.raft(p) for p in (f"{RELEASE}-{i}" for i in range(3))
+                      if p != run.leader}
+            raise AssertionError(f"{e}\n/raft of the others: {json.dumps(others, indent=1)}"
+                                 ) from None
     finally:
         # Woken however the test went (a stopped process would otherwise stay until
         # the liveness probe restarts it).

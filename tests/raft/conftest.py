@@ -63,11 +63,14 @@ class Cluster:
         return args
 
     def start(self, i: int, *, peers: list[int], join: bool = False,
-              extra: list[str] | None = None, password: bool = True) -> subprocess.Popen[bytes]:
+              extra: list[str] | None = None, password: bool = True,
+              http: str | None = None, log_name: str | None = None) -> subprocess.Popen[bytes]:
+        """Start member ``i``; ``http`` and ``log_name`` start a second process of the
+        same member (same address and data directory) beside the tracked one."""
         self.define(max([i, *peers]) + 1)
         cmd = [sys.executable, "-m", "lethe.raft", "--self", self.raft[i],
                "--peers", ",".join(self.raft[p] for p in peers if p != i),
-               "--data-dir", str(self.data_dir(i)), "--http", self.http[i],
+               "--data-dir", str(self.data_dir(i)), "--http", http or self.http[i],
                "--allow-unfenced", "--leave-on-term",
                *self._dial_args(i, sorted({i, *peers}))]
         if password:
@@ -78,9 +81,10 @@ class Cluster:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'operator'}"}
         env.pop("LETHE_RAFT_PASSWORD", None)
         env.pop("LETHE_INSECURE_DEV_RAFT", None)
-        log = open(self.tmp / f"node{i}.log", "ab")  # noqa: SIM115 (owned by the process)
+        log = open(self.tmp / (log_name or f"node{i}.log"), "ab")  # noqa: SIM115 (the process's)
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=ROOT)
-        self.procs[i] = proc
+        if http is None:
+            self.procs[i] = proc
         return proc
 
     def start_all(self, n: int) -> None:

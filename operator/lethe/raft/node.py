@@ -46,6 +46,7 @@ from lethe.journal import (
 )
 from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings, make_conf
 from lethe.raft.discovery import DialNode
+from lethe.raft.lock import hold_data_dir
 from lethe.raft.machine import JournalMachine, LeaseTransport, encode_command
 from lethe.raft.prevote import PreVoteSyncObj
 from lethe.raft.status import RaftMetrics, RaftStatus, build_status
@@ -259,6 +260,9 @@ class RaftJournal:
         self._timings = timings
         self._password = password
         self._data_dir = Path(data_dir) if data_dir is not None else None
+        # Before anything in the directory is read: another process of this identity
+        # may still be writing it (docs/raft.md, "A force-deleted pod").
+        self._lock_fd = hold_data_dir(self._data_dir) if self._data_dir is not None else None
         self._metrics = metrics
         self._published = _NOT_LEADING
         # Pause detection (see lease_remaining): a gap between two ticks longer than
@@ -578,6 +582,9 @@ class RaftJournal:
         with contextlib.suppress(Exception):
             self._sync.destroy_synchronous()
         self._fail_pending(JournalError("raft node closed"))
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the journal is closed: another process may take it
+            self._lock_fd = None
 
     # -- internals (tick thread unless noted) -----------------------------------------
 
