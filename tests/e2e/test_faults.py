@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -218,12 +219,7 @@ def test_leader_process_sigstopped_mid_run_wakes_without_deleting(release: Clust
             wait_for(lambda: any(x["term"] > old_term for x in run.lines()), timeout=60,
                      interval=0.2, what="a batch written by a new leader")
         except AssertionError as e:
-            # What the two others saw while the leader was stopped (after the wake
-            # below it is gone): their terms, leaders and connections.
-            others = {p: c.raft(p) for p in (f"{RELEASE}-{i}" for i in range(3))
-                      if p != run.leader}
-            raise AssertionError(f"{e}\n/raft of the others: {json.dumps(others, indent=1)}"
-                                 ) from None
+            raise AssertionError(f"{e}\n{why_no_new_leader(c, run.leader)}") from None
     finally:
         # Woken however the test went (a stopped process would otherwise stay until
         # the liveness probe restarts it).
@@ -242,6 +238,26 @@ def test_leader_process_sigstopped_mid_run_wakes_without_deleting(release: Clust
     assert not late, f"ledger files of the stopped leader's term written after the stop: {late}"
     assert woken_mid_run, f"the run had ended before the old leader woke ({st['runId']})"
     settled(c)
+
+
+def why_no_new_leader(c: Cluster, stopped: str) -> str:
+    """What the two others see while the leader is stopped (gone once it wakes): their
+    /raft, their sockets (`ss` in the pod's network namespace), and every thread's
+    stack (SIGUSR1: faulthandler, into the pod log that the report carries)."""
+    out = []
+    for pod in (f"{RELEASE}-{i}" for i in range(3)):
+        if pod == stopped:
+            continue
+        out.append(f"== {pod} /raft: {json.dumps(c.raft(pod))}")
+        with contextlib.suppress(AssertionError, OSError, subprocess.SubprocessError):
+            pids = host_pids(c, pod)
+            ss = subprocess.run(["nsenter", "-t", str(pids[0]), "-n", "ss", "-tanoi"],
+                                capture_output=True, text=True, timeout=10, check=False)
+            out.append(f"== {pod} sockets:\n{ss.stdout}{ss.stderr}")
+            for pid in pids:
+                os.kill(pid, signal.SIGUSR1)
+    time.sleep(1)  # the stacks reach the log
+    return "\n".join(out)
 
 
 def test_rollout_restart_keeps_one_leader_and_loses_no_run(release: Cluster) -> None:
