@@ -19,7 +19,9 @@ peer says yes only if all of these hold:
 * the asker's log is at least as up to date as its own (Raft §5.4.1).
 
 Only with a majority of yes (itself included) does the member campaign; a
-refused member keeps its term and follows the leader's next heartbeat. A
+refused member keeps its term and follows the leader's next heartbeat, unless
+the refuser's term is above its own: then it moves to that term (etcd's rule,
+see :meth:`PreVoteSyncObj._adopt_refuser_term`). A
 failed pre-vote costs no term, so a member cut off from the others never
 inflates its term while it is away.
 
@@ -139,6 +141,29 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
                      now - self._pv_leader_contact(), self._pv_term,
                      ", ".join(sorted(str(n.id) for n in others)))
 
+    def _adopt_refuser_term(self, node: Any, message: dict[str, Any]) -> None:
+        """A refusal from a peer at a higher term moves us to that term, as a
+        follower (etcd raft's rule for a rejected MsgPreVoteResp with a higher term).
+
+        Without it two members can wait for each other for ever: B campaigned for
+        T+1 and lost (its RequestVote was dropped by A's vote guard, which leaves A's
+        term alone), then A's log grew past B's. A asks for T+1: B refuses, its term
+        is not below; B asks for T+2: A refuses, B's log is behind. Nobody is elected
+        until a third member returns (seen in the end-to-end suite: no leader for
+        60 s while the old one was stopped). At T+1, A's next pre-vote asks T+2,
+        which B grants.
+        """
+        term = int(message.get("term", 0))
+        if term <= int(self._SyncObj__raftCurrentTerm) or self._SyncObj__raftState == _LEADER:
+            return
+        log.info("raft: %s refused our pre-vote at term %d, above ours (%d): moving to "
+                 "that term", node.id, term, int(self._SyncObj__raftCurrentTerm))
+        self._SyncObj__setCurrentTerm(term, None)
+        self._SyncObj__setState(_FOLLOWER)
+        if self._SyncObj__raftLeader is not None:
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
+
     # -- messages (called by the transport, before pysyncobj sees anything) --------
 
     def on_pre_vote_message(self, node: Any, message: dict[str, Any]) -> None:
@@ -168,6 +193,8 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         return True, "no leader heard and its log is up to date"
 
     def _on_pre_vote_response(self, node: Any, message: dict[str, Any]) -> None:
+        if not message.get("granted"):
+            self._adopt_refuser_term(node, message)
         if message.get("round") != self._pv_round:
             return  # a round we already gave up
         peer = str(node.id)
