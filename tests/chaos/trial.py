@@ -267,8 +267,15 @@ class LeaderWatch(threading.Thread):
         self.stop = threading.Event()
         self.log: list[str] = []
         self._last: tuple[int, int] | None = None
+        self.died: str | None = None
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except BaseException:  # recorded: its counts would stop early, unnoticed
+            self.died = traceback.format_exc()
+
+    def _watch(self) -> None:
         while not self.stop.wait(0.2):
             holders = [(r.index, int(st["term"])) for r in self.reps.replicas
                        if r.alive() and (st := r.raft()) is not None and st.get("lease_valid")]
@@ -676,6 +683,8 @@ def run_trial(shared: Shared, seed: int, *, quick: bool, base: Path, keep: bool 
         failures += harness_failures(faults, writers, consumer, nemesis, sizes.chaos_seconds)
         if second.died is not None:
             failures.append(f"the second nemesis died:\n{second.died}")
+        if watch is not None and watch.died is not None:
+            failures.append(f"the leader watch died:\n{watch.died}")
         try:  # the trial ends with every replica alive and ready
             reps.wait_ready(timeout=60)
         except (RuntimeError, TimeoutError) as e:
