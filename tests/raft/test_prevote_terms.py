@@ -93,3 +93,36 @@ def test_members_that_refuse_each_other_elect_once_the_leader_stops() -> None:
     finally:
         for o in objs:
             o.destroy()
+
+
+def test_a_grant_of_a_round_closed_by_a_higher_term_does_not_start_a_campaign() -> None:
+    """The refusal that moves us to a higher term closes the round: a grant of that
+    round arriving afterwards was given for the old term, and winning with it would
+    campaign at the new term + 1, deposing the refuser if it was a leader elected
+    just then. The two answers are delivered by calling the handler the transport
+    calls (their order on two connections cannot be arranged from outside)."""
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(3, host="127.0.0.1")]
+    objs = [_member(a, [o for o in addrs if o != a])[0] for a in addrs]
+    try:
+        deadline = time.monotonic() + 20
+        while len(_leaders(objs)) != 1 and time.monotonic() < deadline:
+            _tick(objs, 0.1)
+        a = next(o for o in objs if o._SyncObj__raftState != _LEADER)
+        peers = sorted(a._SyncObj__otherNodes, key=lambda n: str(n.id))
+        term = int(a._SyncObj__raftCurrentTerm)
+        a._pv_round += 1  # a pre-vote round of ours in flight
+        a._pv_grants = set()
+        in_flight, won = a._pv_round, a.pre_vote_stats.won
+        a.on_pre_vote_message(peers[0], {"type": "pre_vote_response", "round": in_flight,
+                                         "granted": False, "reason": "I am the leader",
+                                         "term": term + 3})
+        assert int(a._SyncObj__raftCurrentTerm) == term + 3
+        a.on_pre_vote_message(peers[1], {"type": "pre_vote_response", "round": in_flight,
+                                         "granted": True, "reason": "no leader heard",
+                                         "term": term})
+        assert a.pre_vote_stats.won == won, "a grant of the closed round won it"
+        assert a._pv_permit_at == float("-inf")
+        assert a._SyncObj__raftElectionDeadline > time.monotonic()
+    finally:
+        for o in objs:
+            o.destroy()

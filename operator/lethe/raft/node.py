@@ -263,60 +263,65 @@ class RaftJournal:
         # Before anything in the directory is read: another process of this identity
         # may still be writing it (docs/raft.md, "A force-deleted pod").
         self._lock_fd = hold_data_dir(self._data_dir) if self._data_dir is not None else None
-        self._metrics = metrics
-        self._published = _NOT_LEADING
-        # Pause detection (see lease_remaining): a gap between two ticks longer than
-        # this means the process (or its tick thread) did not run; the lease is then
-        # void until a quorum acknowledges a heartbeat sent after the gap.
-        self._pause_gap = max(4 * timings.auto_tick_period, timings.lease_window / 2)
-        self._last_tick = time.monotonic()
-        self._reconfirm_after = float("-inf")
-        self._pending: dict[int, Future[int]] = {}
-        self._pending_lock = threading.Lock()
-        self._pending_seq = 0
-        self._fence_inflight_term = -1
-        self._last_leader: str | None = None
-        self._was_leader_term = -1
-        self._members_written: tuple[str, ...] = ()
-        self._closed = threading.Event()
-        self._leaderless_since: float | None = time.monotonic()
-        self._quorum_logged_at = float("-inf")
-        self._membership_note: str | None = None
-        self._leaving = threading.Event()
+        try:
+            self._metrics = metrics
+            self._published = _NOT_LEADING
+            # Pause detection (see lease_remaining): a gap between two ticks longer than
+            # this means the process (or its tick thread) did not run; the lease is then
+            # void until a quorum acknowledges a heartbeat sent after the gap.
+            self._pause_gap = max(4 * timings.auto_tick_period, timings.lease_window / 2)
+            self._last_tick = time.monotonic()
+            self._reconfirm_after = float("-inf")
+            self._pending: dict[int, Future[int]] = {}
+            self._pending_lock = threading.Lock()
+            self._pending_seq = 0
+            self._fence_inflight_term = -1
+            self._last_leader: str | None = None
+            self._was_leader_term = -1
+            self._members_written: tuple[str, ...] = ()
+            self._closed = threading.Event()
+            self._leaderless_since: float | None = time.monotonic()
+            self._quorum_logged_at = float("-inf")
+            self._membership_note: str | None = None
+            self._leaving = threading.Event()
 
-        others = list(dict.fromkeys(p for p in peers if p != self_address))
-        #: The bootstrap seed, this replica included unless it joins from outside it.
-        self._seed = frozenset(others if join else [self_address, *others])
-        #: The only seed member that may form a new cluster (the same on every replica
-        #: of one seed: ordinal 0 of a StatefulSet sorts first).
-        self._bootstrapper = min(self._seed) if self._seed else None
-        remembered = self._load_members()
-        initial = others if remembered is None else [m for m in remembered if m != self_address]
-        # No Raft data: hold until a leader feeds us or we may bootstrap (see class doc).
-        # A seed of one (`lethe apply`, a single replica) has nobody to ask.
-        hold = remembered is None and self._seed != {self_address}
-        self._machine = JournalMachine()
-        self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
-                               bind_address=bind_address)
-        self._sync = _HoldingSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
-                                     conf=self._conf, consumers=[self._machine],
-                                     nodeClass=DialNode, transportClass=LeaseTransport,
-                                     leader_contact=self._leader_contact, hold=hold)
-        self._sync.addOnTickCallback(self._on_tick)
-        if not initial and not hold:
-            # A one-node cluster (`lethe apply`, a single replica) campaigns on its
-            # first tick instead of after a random 0.4-0.8 s: the timeout only gives
-            # a live leader's heartbeats the chance to arrive first, and no other
-            # member exists to send any. Raft's safety never rests on timeouts; the
-            # lease of a one-node cluster needs no follower either.
-            self._sync._SyncObj__raftElectionDeadline = 0.0
-        self._membership_thread: threading.Thread | None = None
-        if hold or remembered is not None:
-            # Also with data: a replica removed by a scale-down whose volume was kept
-            # remembers a membership that no longer lists it, and must ask to be added.
-            self._membership_thread = threading.Thread(
-                target=self._membership_loop, name="raft-membership", daemon=True)
-            self._membership_thread.start()
+            others = list(dict.fromkeys(p for p in peers if p != self_address))
+            #: The bootstrap seed, this replica included unless it joins from outside it.
+            self._seed = frozenset(others if join else [self_address, *others])
+            #: The only seed member that may form a new cluster (the same on every replica
+            #: of one seed: ordinal 0 of a StatefulSet sorts first).
+            self._bootstrapper = min(self._seed) if self._seed else None
+            remembered = self._load_members()
+            initial = others if remembered is None else [m for m in remembered if m != self_address]
+            # No Raft data: hold until a leader feeds us or we may bootstrap (see class doc).
+            # A seed of one (`lethe apply`, a single replica) has nobody to ask.
+            hold = remembered is None and self._seed != {self_address}
+            self._machine = JournalMachine()
+            self._conf = make_conf(timings=timings, password=password, data_dir=self._data_dir,
+                                   bind_address=bind_address)
+            self._sync = _HoldingSyncObj(DialNode(self_address), [DialNode(p) for p in initial],
+                                         conf=self._conf, consumers=[self._machine],
+                                         nodeClass=DialNode, transportClass=LeaseTransport,
+                                         leader_contact=self._leader_contact, hold=hold)
+            self._sync.addOnTickCallback(self._on_tick)
+            if not initial and not hold:
+                # A one-node cluster (`lethe apply`, a single replica) campaigns on its
+                # first tick instead of after a random 0.4-0.8 s: the timeout only gives
+                # a live leader's heartbeats the chance to arrive first, and no other
+                # member exists to send any. Raft's safety never rests on timeouts; the
+                # lease of a one-node cluster needs no follower either.
+                self._sync._SyncObj__raftElectionDeadline = 0.0
+            self._membership_thread: threading.Thread | None = None
+            if hold or remembered is not None:
+                # Also with data: a replica removed by a scale-down whose volume was kept
+                # remembers a membership that no longer lists it, and must ask to be added.
+                self._membership_thread = threading.Thread(
+                    target=self._membership_loop, name="raft-membership", daemon=True)
+                self._membership_thread.start()
+        except BaseException:
+            if self._lock_fd is not None:  # a failed start must not keep the directory
+                os.close(self._lock_fd)
+            raise
 
     # -- Journal protocol -------------------------------------------------------------
 

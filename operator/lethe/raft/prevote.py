@@ -152,6 +152,11 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         until a third member returns (seen in the end-to-end suite: no leader for
         60 s while the old one was stopped). At T+1, A's next pre-vote asks T+2,
         which B grants.
+
+        The round in flight closes with it (etcd's ``becomeFollower`` resets the
+        tally): its grants were for the old term, and counting one that arrives
+        later would make us campaign at the new term + 1, deposing the refuser if
+        it is a leader elected just now.
         """
         term = int(message.get("term", 0))
         if term <= int(self._SyncObj__raftCurrentTerm) or self._SyncObj__raftState == _LEADER:
@@ -163,6 +168,12 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         if self._SyncObj__raftLeader is not None:
             self._SyncObj__raftLeader = None
             self._SyncObj__onLeaderChanged()
+        self._pv_round += 1  # later answers to the old round are not counted
+        self._pv_grants = set()
+        self._pv_permit_at = float("-inf")
+        now = time.monotonic()
+        if self._SyncObj__raftElectionDeadline < now:  # a permit won this tick: void
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
 
     # -- messages (called by the transport, before pysyncobj sees anything) --------
 
