@@ -149,9 +149,9 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
         T+1 and lost (its RequestVote was dropped by A's vote guard, which leaves A's
         term alone), then A's log grew past B's. A asks for T+1: B refuses, its term
         is not below; B asks for T+2: A refuses, B's log is behind. Nobody is elected
-        until a third member returns (seen in the end-to-end suite: no leader for
-        60 s while the old one was stopped). At T+1, A's next pre-vote asks T+2,
-        which B grants.
+        until a third member returns (most likely the end-to-end suite's 60 s
+        without a leader while the old one was stopped). At T+1, A's next pre-vote
+        asks T+2, which B grants.
 
         The round in flight closes with it (etcd's ``becomeFollower`` resets the
         tally): its grants were for the old term, and counting one that arrives
