@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lethe.controller.config import parse_config
-from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, load_api
-from lethe.controller.leader import Inventory, Leader
-from lethe.metrics import Metrics
+from lethe.controller.kube import GROUP, PLURALS, VERSION
+from lethe.controller.leader import Inventory
 from lethe.raft.local import local_journal
 from lethe.storage.factory import open_storage
+from tests.controller.leaders import api_leader
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.waiting import wait_for
 
@@ -79,14 +78,11 @@ def test_a_suspend_the_watch_has_not_delivered_stops_the_run(
     slot = (int(time.time()) // 60 + 1) * 60
     (tmp_path / "spool").mkdir()
     with local_journal(data_dir=tmp_path / "raft") as journal:
-        config = parse_config([], env={"POD_NAME": "lethe-0",
-                                       "LETHE_DATA_DIR": str(tmp_path / "spool"),
-                                       "LETHE_ALLOWED_ROOTS": str(data)})
-        writer = KubeWriter(api=load_api(str(kube.kubeconfig)), may_write=journal.lease_valid,
-                            component="lethe-0")
-        leader = Leader(config=config, journal=journal, inventory=inventory, writer=writer,
-                        metrics=Metrics(), clock=lambda: slot + 0.5,
-                        storage_factory=lambda target, **kw: _Slow(open_storage(target, **kw)))
+        leader = api_leader(kube=kube, journal=journal, inventory=inventory,
+                            spool=tmp_path / "spool", allowed_root=data,
+                            clock=lambda: slot + 0.5,
+                            storage_factory=lambda target, **kw: _Slow(open_storage(target,
+                                                                                    **kw)))
         try:
             leader.tick()  # the slot is due: the run starts
 

@@ -22,12 +22,11 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from lethe.controller.config import parse_config
-from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, load_api
-from lethe.controller.leader import POLICY_GRACE_SECONDS, Inventory, Leader, _ts
-from lethe.metrics import Metrics
+from lethe.controller.kube import GROUP, PLURALS, VERSION
+from lethe.controller.leader import POLICY_GRACE_SECONDS, Inventory, _ts
 from lethe.raft.local import local_journal
 from tests.badinput.operators import old_files
+from tests.controller.leaders import api_leader
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.waiting import wait_for
 
@@ -54,14 +53,10 @@ def test_a_job_applied_before_its_policy_waits_then_runs(
     inventory.synced.set()
     (tmp_path / "spool").mkdir()
     with local_journal(data_dir=tmp_path / "raft") as journal:
-        config = parse_config([], env={"POD_NAME": "lethe-0",
-                                       "LETHE_DATA_DIR": str(tmp_path / "spool"),
-                                       "LETHE_ALLOWED_ROOTS": str(data)})
-        writer = KubeWriter(api=load_api(str(kube.kubeconfig)), may_write=journal.lease_valid,
-                            component="lethe-0")
         wait_for(journal.lease_valid, timeout=30, what="the one-node lease")
-        leader = Leader(config=config, journal=journal, inventory=inventory, writer=writer,
-                        metrics=Metrics(), clock=lambda: clock[0])
+        leader = api_leader(kube=kube, journal=journal, inventory=inventory,
+                            spool=tmp_path / "spool", allowed_root=data,
+                            clock=lambda: clock[0])
         try:
             # Within the grace: nothing written, nothing started.
             leader.tick()

@@ -55,14 +55,18 @@ def _leaders(objs: list[PreVoteSyncObj]) -> list[PreVoteSyncObj]:
     return [o for o in objs if o._SyncObj__raftState == _LEADER]
 
 
+def _elect(objs: list[PreVoteSyncObj]) -> None:
+    deadline = time.monotonic() + 20
+    while len(_leaders(objs)) != 1 and time.monotonic() < deadline:
+        _tick(objs, 0.1)
+
+
 def test_members_that_refuse_each_other_elect_once_the_leader_stops() -> None:
     addrs = [f"127.0.0.1:{p}" for p in free_ports(3, host="127.0.0.1")]
     members = [_member(a, [o for o in addrs if o != a]) for a in addrs]
     objs = [o for o, _ in members]
     try:
-        deadline = time.monotonic() + 20
-        while len(_leaders(objs)) != 1 and time.monotonic() < deadline:
-            _tick(objs, 0.1)
+        _elect(objs)
         (leader,) = _leaders(objs)
         a, b = (o for o in objs if o is not leader)
         machine = members[objs.index(leader)][1]
@@ -104,9 +108,7 @@ def test_a_grant_of_a_round_closed_by_a_higher_term_does_not_start_a_campaign() 
     addrs = [f"127.0.0.1:{p}" for p in free_ports(3, host="127.0.0.1")]
     objs = [_member(a, [o for o in addrs if o != a])[0] for a in addrs]
     try:
-        deadline = time.monotonic() + 20
-        while len(_leaders(objs)) != 1 and time.monotonic() < deadline:
-            _tick(objs, 0.1)
+        _elect(objs)
         a = next(o for o in objs if o._SyncObj__raftState != _LEADER)
         peers = sorted(a._SyncObj__otherNodes, key=lambda n: str(n.id))
         term = int(a._SyncObj__raftCurrentTerm)
