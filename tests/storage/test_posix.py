@@ -6,6 +6,8 @@ import contextlib
 import errno
 import os
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -575,6 +577,78 @@ def test_read_replace_delete_small_objects(root: Path, store: PosixStorage) -> N
     assert not (root / ".lethe/ledger/run-2/b-0001.jsonl").exists()
     with pytest.raises(StorageError):
         store.replace_object("../escape", b"x")
+
+
+def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_not(
+        tmp_path: Path, root: Path) -> None:
+    """Chaos seed 12325: a leader SIGKILLed inside ``replace_object`` left its
+    temporary file for ever. Here a real process is killed mid-write; the
+    leftover is never listed, and the next write into that directory removes it
+    (and an earlier version's ``.<name>.lethe-tmp-*``), but not the temporary
+    file of a write this process has in flight in the same directory."""
+    put(root, "data/f1")
+    killed = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from lethe.spec import PosixTarget\n"
+         "from lethe.storage.posix import PosixStorage\n"
+         "s = PosixStorage(PosixTarget(path=sys.argv[1]))\n"
+         "s.check_ready()\n"
+         "s.replace_object('data/manifest.json', sys.stdin.buffer)\n", str(root)],
+        stdin=subprocess.PIPE)
+    assert killed.stdin is not None
+    killed.stdin.write(b"[\"f1\"")
+    killed.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not [p for p in (root / "data").iterdir() if p.name.startswith(".lethe-tmp-")]:
+        assert killed.poll() is None and time.monotonic() < deadline, "no temp file appeared"
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    killed.stdin.close()
+    leftover, = (p for p in (root / "data").iterdir() if p.name.startswith(".lethe-tmp-"))
+    legacy = put(root, "data/.manifest.json.lethe-tmp-0123456789ab", b"[]")
+
+    s = PosixStorage(PosixTarget(path=str(root)))
+    s.check_ready()
+    s2 = PosixStorage(PosixTarget(path=str(root)))
+    s2.check_ready()
+    r, w = os.pipe()
+    try:
+        assert keys(s) == ["data/.manifest.json.lethe-tmp-0123456789ab", "data/f1"]
+        s2.replace_object(".manifest.json", b"[]")  # another directory: data/ untouched
+        assert leftover.exists() and legacy.exists()
+        # s's first write into data/ clears it, and stays in flight, blocked mid-stream.
+        live: dict[str, Any] = {}
+
+        def write_live() -> None:
+            with os.fdopen(r, "rb") as src:
+                try:
+                    live["token"] = s.replace_object("data/other.json", src)
+                except Exception as exc:
+                    live["error"] = exc
+        thread = threading.Thread(target=write_live, daemon=True)
+        thread.start()
+        while not [p for p in (root / "data").iterdir()
+                   if p.name.startswith(".lethe-tmp-") and p != leftover]:
+            assert time.monotonic() < deadline, "the live write made no temp file"
+            time.sleep(0.01)
+        assert not leftover.exists() and not legacy.exists()
+        # Another instance's first write into data/ must leave the live one alone.
+        s2.replace_object("data/manifest.json", b"[]")
+        os.write(w, b"{}")
+        os.close(w)
+        w = -1
+        thread.join(30)
+        assert "error" not in live, live.get("error")
+        assert (root / "data/other.json").read_bytes() == b"{}"
+        assert sorted(p.name for p in (root / "data").iterdir()) == [
+            "f1", "manifest.json", "other.json"]
+    finally:
+        if w >= 0:
+            os.close(w)
+        s.close()
+        s2.close()
 
 
 def test_replace_object_does_not_follow_symlinks(tmp_path: Path, root: Path,

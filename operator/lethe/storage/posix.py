@@ -18,7 +18,8 @@ Safety model (issue 3, item 1; invariants I3, I6, I10):
 * **An unmounted export means zero deletes.** With ``sentinel`` set, the file
   must exist in the root or :meth:`~PosixStorage.check_ready` refuses.
 * **Skipped:** NFS silly-rename placeholders (``.nfs*``), files being
-  deleted (``.lethe-del-*``, see :meth:`PosixStorage.delete_batch`), the operator's own
+  deleted (``.lethe-del-*``, see :meth:`PosixStorage.delete_batch`), files being
+  written (``.lethe-tmp-*``, see :meth:`PosixStorage.replace_object`), the operator's own
   ``.lethe/`` at the root, and every directory holding a ``.lethe-keep`` file
   together with everything below it.
 
@@ -56,6 +57,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat
 import statistics
@@ -97,7 +99,16 @@ _NFS_PLACEHOLDER: Final = ".nfs"
 #: A file being deleted is first renamed to this prefix + a hash of its name (see
 #: ``PosixStorage._delete_one``); such names are never listed.
 _QUARANTINE: Final = ".lethe-del-"
-_UNLISTED: Final = (_NFS_PLACEHOLDER, _QUARANTINE)
+#: :meth:`PosixStorage.replace_object` writes its temporary file under this prefix.
+_TEMP: Final = ".lethe-tmp-"
+_UNLISTED: Final = (_NFS_PLACEHOLDER, _QUARANTINE, _TEMP)
+#: The temporary files of versions before 2026-12-01 (listed, but removed the same way).
+_LEGACY_TEMP: Final = re.compile(r"\..+\.lethe-tmp-[0-9a-f]{12}\Z", re.DOTALL)
+#: ``(st_dev, st_ino)`` of the temporary files this process is writing now, so
+#: that removing interrupted writes' leftovers never takes a live one; the lock
+#: covers a writer's create+register and a sweeper's check+unlink.
+_WRITING: Final[set[tuple[int, int]]] = set()
+_WRITING_LOCK: Final = threading.Lock()
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
 #: How many listing problems (unreadable directories) are kept for reporting.
@@ -392,6 +403,9 @@ class PosixStorage:
         self.pruned_dirs = 0
         #: Cleared when the filesystem refuses ``RENAME_NOREPLACE``.
         self._noreplace = True
+        #: ``(st_dev, st_ino)`` of directories already cleared of interrupted
+        #: writes' temporary files (once per instance: a run).
+        self._swept: set[tuple[int, int]] = set()
         #: ``(key, error)`` of directories the last :meth:`list` could not read
         #: (at most 100 kept; ``listing_error_count`` has the total). Their
         #: contents were not listed, so a runner should report them.
@@ -801,7 +815,7 @@ class PosixStorage:
             return DeleteResult(key, Outcome.ERROR, "refusing to delete the operator's own files")
         if name.startswith(_UNLISTED):
             return DeleteResult(key, Outcome.ERROR, "refusing to delete an NFS placeholder "
-                                "or a file being deleted")
+                                "or a file being deleted or written")
         try:
             dfd = walker.open(parts)
         except FileNotFoundError:
@@ -986,10 +1000,21 @@ class PosixStorage:
                        if_match: str | None = None) -> str:
         """Atomically replace or create ``key``; return the new token.
 
-        Writes ``.<name>.lethe-tmp-<random>`` in the same directory, fsyncs it,
+        Writes ``.lethe-tmp-<random>-<name>`` in the same directory, fsyncs it,
         renames it over ``key`` and fsyncs the directory, so a crash leaves
         either the old or the new content, never a torn file. Missing parent
-        directories are created. ``if_match``: ``None`` replaces
+        directories are created.
+
+        A process killed mid-write leaves its temporary file (chaos seed
+        12325). Such names are never listed (so never retention candidates),
+        and the first write of an instance into a directory removes the
+        ``.lethe-tmp-*`` files there that no write of this process holds open
+        (and earlier versions' ``.<name>.lethe-tmp-<hex12>``); the next
+        write of an interrupted batch (a resumed batch rewrites its manifest
+        and ledger) clears it. A leftover of a live writer in another process
+        (a deposed leader, a ``lethe apply`` sharing the directory) goes too:
+        that write's rename then fails with :class:`StorageError` and
+        changes nothing. ``if_match``: ``None`` replaces
         unconditionally; a token from :meth:`read_object` requires the file to
         still have it; :data:`ABSENT_TOKEN` requires the file not to exist
         (atomic, via ``link``). A mismatch raises :class:`ConflictError`.
@@ -1005,12 +1030,22 @@ class PosixStorage:
         except OSError as exc:
             raise StorageError(f"cannot create the directory of {key!r} in "
                                f"{self.describe()}: {_errtext(exc)}") from None
-        tmp = f".{name}.lethe-tmp-{secrets.token_hex(6)}"
+        tmp = f"{_TEMP}{secrets.token_hex(6)}-{name}"
         if len(os.fsencode(tmp)) > 255:
-            tmp = f".lethe-tmp-{secrets.token_hex(12)}"
+            tmp = f"{_TEMP}{secrets.token_hex(12)}"
+        written: tuple[int, int] | None = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o644, dir_fd=dfd)
+            self._remove_interrupted_writes(dfd, parts)
+            with _WRITING_LOCK:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+                try:
+                    st = os.fstat(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                written = (st.st_dev, st.st_ino)
+                _WRITING.add(written)
             try:
                 chunks = [data] if isinstance(data, bytes) else iter(
                     lambda: data.read(1 << 20), b"")
@@ -1052,8 +1087,43 @@ class PosixStorage:
             raise StorageError(f"cannot write {key!r} in {self.describe()}: "
                                f"{_errtext(exc)}") from None
         finally:
+            if written is not None:
+                with _WRITING_LOCK:
+                    _WRITING.discard(written)
             if dfd != root_fd:
                 os.close(dfd)
+
+    def _remove_interrupted_writes(self, dfd: int, parts: builtins.list[str]) -> None:
+        """Once per instance and directory: unlink the temporary files that
+        interrupted :meth:`replace_object` calls left in ``dfd`` (see there)."""
+        st = os.fstat(dfd)
+        if (st.st_dev, st.st_ino) in self._swept:
+            return
+        self._swept.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(dfd) as it:
+                names = [e.name for e in it
+                         if e.name.startswith(_TEMP) or _LEGACY_TEMP.match(e.name)]
+        except OSError as exc:  # best effort: the write itself may still succeed
+            log.warning("%s: cannot look for interrupted writes in %r: %s", self.describe(),
+                        "/".join(parts) or ".", _errtext(exc))
+            return
+        for n in names:
+            leftover = "/".join([*parts, n])
+            with _WRITING_LOCK:
+                try:
+                    st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in _WRITING:
+                        continue
+                    os.unlink(n, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("%s: cannot remove %r, the temporary file of an interrupted "
+                                "write: %s", self.describe(), leftover, _errtext(exc))
+                    continue
+            log.info("%s: removed %r, the temporary file of an interrupted write",
+                     self.describe(), leftover)
 
     def delete_object(self, key: str) -> None:
         root_fd, dev = self._root()
