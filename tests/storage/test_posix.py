@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 from unittest import mock
 
 import pytest
@@ -582,10 +583,12 @@ def test_read_replace_delete_small_objects(root: Path, store: PosixStorage) -> N
 def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_not(
         tmp_path: Path, root: Path) -> None:
     """Chaos seed 12325: a leader SIGKILLed inside ``replace_object`` left its
-    temporary file for ever. Here a real process is killed mid-write; the
-    leftover is never listed, and the next write into that directory removes it
-    (and an earlier version's ``.<name>.lethe-tmp-*``), but not the temporary
-    file of a write this process has in flight in the same directory."""
+    temporary file for ever, and the listing offered it to the rules. Here a
+    real process is killed mid-write (its first MiB written, the rest not
+    sent); the leftover is never listed, nor read as a ledger file, and the
+    next instance's first write into that directory removes it (and an earlier
+    version's ``.<name>.lethe-tmp-<hex12>`` of the name written), but not the
+    temporary file of a write this process has in flight in the same directory."""
     put(root, "data/f1")
     killed = subprocess.Popen(
         [sys.executable, "-c",
@@ -597,17 +600,23 @@ def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_
          "s.replace_object('data/manifest.json', sys.stdin.buffer)\n", str(root)],
         stdin=subprocess.PIPE)
     assert killed.stdin is not None
-    killed.stdin.write(b"[\"f1\"")
+    killed.stdin.write(b"[" + b" " * (1 << 20))  # one read's worth; the write then waits
     killed.stdin.flush()
+
+    def temps(d: Path) -> list[Path]:
+        return [p for p in d.iterdir() if p.name.startswith(".lethe-tmp-")]
     deadline = time.monotonic() + 30
-    while not [p for p in (root / "data").iterdir() if p.name.startswith(".lethe-tmp-")]:
-        assert killed.poll() is None and time.monotonic() < deadline, "no temp file appeared"
+    while not [p for p in temps(root / "data") if p.stat().st_size >= 1 << 20]:
+        assert killed.poll() is None and time.monotonic() < deadline, "no temp file was written"
         time.sleep(0.05)
     killed.kill()
     killed.wait()
     killed.stdin.close()
-    leftover, = (p for p in (root / "data").iterdir() if p.name.startswith(".lethe-tmp-"))
+    leftover, = temps(root / "data")
+    assert leftover.name.startswith(".lethe-tmp-manifest.json.")
     legacy = put(root, "data/.manifest.json.lethe-tmp-0123456789ab", b"[]")
+    ledger_leftover = put(root, ".lethe/ledger/run-1/.lethe-tmp-000001.jsonl.0123456789ab",
+                          b'{"key": "f1"}\n')
 
     s = PosixStorage(PosixTarget(path=str(root)))
     s.check_ready()
@@ -616,9 +625,12 @@ def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_
     r, w = os.pipe()
     try:
         assert keys(s) == ["data/.manifest.json.lethe-tmp-0123456789ab", "data/f1"]
+        assert list(s.list_internal(".lethe/ledger/")) == []
         s2.replace_object(".manifest.json", b"[]")  # another directory: data/ untouched
         assert leftover.exists() and legacy.exists()
-        # s's first write into data/ clears it, and stays in flight, blocked mid-stream.
+        s2.replace_object(".lethe/ledger/run-1/000002.jsonl", b"{}\n")
+        assert not ledger_leftover.exists()
+        # s's first write into data/ clears the leftover, and stays in flight.
         live: dict[str, Any] = {}
 
         def write_live() -> None:
@@ -629,13 +641,14 @@ def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_
                     live["error"] = exc
         thread = threading.Thread(target=write_live, daemon=True)
         thread.start()
-        while not [p for p in (root / "data").iterdir()
-                   if p.name.startswith(".lethe-tmp-") and p != leftover]:
+        while not [p for p in temps(root / "data") if p != leftover]:
             assert time.monotonic() < deadline, "the live write made no temp file"
             time.sleep(0.01)
-        assert not leftover.exists() and not legacy.exists()
+        assert not leftover.exists()
+        assert legacy.exists()  # only removed by a write of its own name
         # Another instance's first write into data/ must leave the live one alone.
         s2.replace_object("data/manifest.json", b"[]")
+        assert not legacy.exists()
         os.write(w, b"{}")
         os.close(w)
         w = -1
@@ -649,6 +662,20 @@ def test_interrupted_write_leftover_is_unlisted_and_removed_but_a_live_write_is_
             os.close(w)
         s.close()
         s2.close()
+
+
+def test_a_failed_write_leaves_no_temp_file(root: Path, store: PosixStorage) -> None:
+    """The source failing mid-stream (a spool file's read error: not producible on
+    demand, hence a stand-in) must not leave the half-written temp file."""
+    class FailingSource(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+    with pytest.raises(StorageError, match="EIO"):
+        store.replace_object("plan.jsonl", cast(BinaryIO, FailingSource()))
+    assert list(root.iterdir()) == []
 
 
 def test_replace_object_does_not_follow_symlinks(tmp_path: Path, root: Path,

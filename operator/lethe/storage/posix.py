@@ -102,12 +102,13 @@ _QUARANTINE: Final = ".lethe-del-"
 #: :meth:`PosixStorage.replace_object` writes its temporary file under this prefix.
 _TEMP: Final = ".lethe-tmp-"
 _UNLISTED: Final = (_NFS_PLACEHOLDER, _QUARANTINE, _TEMP)
-#: The temporary files of versions before 2026-12-01 (listed, but removed the same way).
+#: The temporary files of versions before 2026-12-01 (``.<name>.lethe-tmp-<hex12>``).
 _LEGACY_TEMP: Final = re.compile(r"\..+\.lethe-tmp-[0-9a-f]{12}\Z", re.DOTALL)
-#: ``(st_dev, st_ino)`` of the temporary files this process is writing now, so
-#: that removing interrupted writes' leftovers never takes a live one; the lock
-#: covers a writer's create+register and a sweeper's check+unlink.
-_WRITING: Final[set[tuple[int, int]]] = set()
+#: ``(st_dev, st_ino, name)`` of the directories and temporary files this
+#: process is writing now, so that removing interrupted writes' leftovers never
+#: takes a live one. Registered before the file is created; names are random
+#: and created ``O_EXCL``, so a name a sweep saw unregistered is never a live write.
+_WRITING: Final[set[tuple[int, int, str]]] = set()
 _WRITING_LOCK: Final = threading.Lock()
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROBE_KEY: Final = INTERNAL_PREFIX + "clock-probe"
@@ -1000,21 +1001,26 @@ class PosixStorage:
                        if_match: str | None = None) -> str:
         """Atomically replace or create ``key``; return the new token.
 
-        Writes ``.lethe-tmp-<random>-<name>`` in the same directory, fsyncs it,
+        Writes ``.lethe-tmp-<name>.<random>`` in the same directory, fsyncs it,
         renames it over ``key`` and fsyncs the directory, so a crash leaves
         either the old or the new content, never a torn file. Missing parent
         directories are created.
 
         A process killed mid-write leaves its temporary file (chaos seed
-        12325). Such names are never listed (so never retention candidates),
-        and the first write of an instance into a directory removes the
-        ``.lethe-tmp-*`` files there that no write of this process holds open
-        (and earlier versions' ``.<name>.lethe-tmp-<hex12>``); the next
-        write of an interrupted batch (a resumed batch rewrites its manifest
-        and ledger) clears it. A leftover of a live writer in another process
-        (a deposed leader, a ``lethe apply`` sharing the directory) goes too:
-        that write's rename then fails with :class:`StorageError` and
-        changes nothing. ``if_match``: ``None`` replaces
+        12325). Such names are never listed (neither retention candidates nor
+        ledger files), and the first write of an instance (a run) into a
+        directory removes the ``.lethe-tmp-*`` files there that no write of
+        this process has in flight (and an earlier version's
+        ``.<name>.lethe-tmp-<hex12>`` of the name written). So a leftover goes
+        at the next run's next write into its directory: a resumed batch
+        rewrites its ledger file, and its manifest while the batch's entries
+        are still listed; until then it only takes space. A live write of
+        another process (a deposed leader, a ``lethe apply`` sharing the
+        directory) may lose its temp file too: its rename then fails with
+        :class:`StorageError` and changes nothing (a create via ``link`` has
+        already happened and stands). The ``.lethe-tmp-`` prefix is reserved.
+
+        ``if_match``: ``None`` replaces
         unconditionally; a token from :meth:`read_object` requires the file to
         still have it; :data:`ABSENT_TOKEN` requires the file not to exist
         (atomic, via ``link``). A mismatch raises :class:`ConflictError`.
@@ -1030,41 +1036,39 @@ class PosixStorage:
         except OSError as exc:
             raise StorageError(f"cannot create the directory of {key!r} in "
                                f"{self.describe()}: {_errtext(exc)}") from None
-        tmp = f"{_TEMP}{secrets.token_hex(6)}-{name}"
+        tmp = f"{_TEMP}{name}.{secrets.token_hex(6)}"
         if len(os.fsencode(tmp)) > 255:
             tmp = f"{_TEMP}{secrets.token_hex(12)}"
-        written: tuple[int, int] | None = None
+        slot: tuple[int, int, str] | None = None
         try:
-            self._remove_interrupted_writes(dfd, parts)
-            with _WRITING_LOCK:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+            dst = os.fstat(dfd)
+            self._remove_interrupted_writes(dfd, (dst.st_dev, dst.st_ino), parts, name)
+            slot = (dst.st_dev, dst.st_ino, tmp)
+            with _WRITING_LOCK:  # before the name exists: a sweep never sees it unregistered
+                _WRITING.add(slot)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dfd)
+            try:
                 try:
-                    st = os.fstat(fd)
-                except BaseException:
+                    chunks = [data] if isinstance(data, bytes) else iter(
+                        lambda: data.read(1 << 20), b"")
+                    for chunk in chunks:
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                    token = fingerprint(os.fstat(fd))
+                finally:
                     os.close(fd)
-                    raise
-                written = (st.st_dev, st.st_ino)
-                _WRITING.add(written)
-            try:
-                chunks = [data] if isinstance(data, bytes) else iter(
-                    lambda: data.read(1 << 20), b"")
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fsync(fd)
-                token = fingerprint(os.fstat(fd))
-            finally:
-                os.close(fd)
-            try:
                 if if_match == ABSENT_TOKEN:
                     try:
                         os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
                     except FileExistsError:
                         raise ConflictError(f"{key!r} already exists in {self.describe()}"
                                             ) from None
-                    os.unlink(tmp, dir_fd=dfd)
+                    # Created; another process's sweep may have taken the temp name.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=dfd)
                 else:
                     if if_match is not None:
                         try:
@@ -1077,7 +1081,7 @@ class PosixStorage:
                     os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
                 os.fsync(dfd)
             except BaseException:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # ENOENT once renamed: the name is random
                     os.unlink(tmp, dir_fd=dfd)
                 raise
             # The inode (and mtime) survive rename/link, so the temp file's
@@ -1087,41 +1091,45 @@ class PosixStorage:
             raise StorageError(f"cannot write {key!r} in {self.describe()}: "
                                f"{_errtext(exc)}") from None
         finally:
-            if written is not None:
+            if slot is not None:
                 with _WRITING_LOCK:
-                    _WRITING.discard(written)
+                    _WRITING.discard(slot)
             if dfd != root_fd:
                 os.close(dfd)
 
-    def _remove_interrupted_writes(self, dfd: int, parts: builtins.list[str]) -> None:
-        """Once per instance and directory: unlink the temporary files that
-        interrupted :meth:`replace_object` calls left in ``dfd`` (see there)."""
-        st = os.fstat(dfd)
-        if (st.st_dev, st.st_ino) in self._swept:
+    def _remove_interrupted_writes(self, dfd: int, dir_id: tuple[int, int],
+                                   parts: builtins.list[str], name: str) -> None:
+        """Once per instance and directory ``dir_id`` (``st_dev, st_ino``): unlink
+        the temporary files interrupted :meth:`replace_object` calls left in
+        ``dfd`` (see there). Best effort: a failure is logged, the write goes on."""
+        if dir_id in self._swept:
             return
-        self._swept.add((st.st_dev, st.st_ino))
+        legacy = f".{name}.lethe-tmp-"
         try:
             with os.scandir(dfd) as it:
-                names = [e.name for e in it
-                         if e.name.startswith(_TEMP) or _LEGACY_TEMP.match(e.name)]
-        except OSError as exc:  # best effort: the write itself may still succeed
+                names = [e.name for e in it if e.name.startswith(_TEMP) or (
+                    e.name.startswith(legacy) and _LEGACY_TEMP.match(e.name))]
+        except OSError as exc:
             log.warning("%s: cannot look for interrupted writes in %r: %s", self.describe(),
                         "/".join(parts) or ".", _errtext(exc))
             return
+        self._swept.add(dir_id)
         for n in names:
+            with _WRITING_LOCK:  # only the lookup: the lock is process-wide
+                live = (*dir_id, n) in _WRITING
+            if live:
+                continue
             leftover = "/".join([*parts, n])
-            with _WRITING_LOCK:
-                try:
-                    st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
-                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in _WRITING:
-                        continue
-                    os.unlink(n, dir_fd=dfd)
-                except FileNotFoundError:
+            try:
+                if not stat.S_ISREG(os.stat(n, dir_fd=dfd, follow_symlinks=False).st_mode):
                     continue
-                except OSError as exc:
-                    log.warning("%s: cannot remove %r, the temporary file of an interrupted "
-                                "write: %s", self.describe(), leftover, _errtext(exc))
-                    continue
+                os.unlink(n, dir_fd=dfd)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("%s: cannot remove %r, the temporary file of an interrupted "
+                            "write: %s", self.describe(), leftover, _errtext(exc))
+                continue
             log.info("%s: removed %r, the temporary file of an interrupted write",
                      self.describe(), leftover)
 
@@ -1195,8 +1203,9 @@ class PosixStorage:
 
     @staticmethod
     def _read_names(dfd: int) -> builtins.list[str]:
-        with os.scandir(dfd) as it:
-            names = [e.name for e in it]
+        with os.scandir(dfd) as it:  # a temp file is not (yet) a ledger or plan
+            names = [e.name for e in it
+                     if not e.name.startswith(_TEMP) and not _LEGACY_TEMP.match(e.name)]
         names.sort(key=os.fsencode, reverse=True)
         return names
 
