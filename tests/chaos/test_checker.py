@@ -602,6 +602,41 @@ def _(t: Trial) -> None:
                                  markers=[["data/keep/k-000", "M8"]]))
 
 
+def _same_second_marker(t: Trial, *, next_marker_at: float) -> None:
+    """Seed 16021 on p5/old-00421: overwrite vB, then marker Me 0.25 s later in the
+    same LastModified second (placed for vA), vA removed as noncurrent, and marker Mf
+    (the latest) over vB at ``next_marker_at``."""
+    k, da, db = "p5/old-00421", md5(b"A"), md5(b"B")
+    t.rec.s3_ops += [WriteOp(k, "populate", T - 100, T - 99.9, True, da, "vA"),
+                     WriteOp(k, "overwrite", T - 20.4, T - 20.1, True, db, "vB")]
+    t.s3.requests += [
+        Request(t0=T - 20.3, t1=T - 20.05, method="DELETE", bucket="b", key=f"data/{k}",
+                query={}, status=204, markers=[[f"data/{k}", "Me"]]),
+        Request(t0=T - 9, t1=T - 8.9, method="DELETE", bucket="b", key=f"data/{k}",
+                query={"versionId": "vA"}, status=204),
+        Request(t0=next_marker_at, t1=next_marker_at + 0.05, method="DELETE", bucket="b",
+                key=f"data/{k}", query={}, status=204, markers=[[f"data/{k}", "Mf"]])]
+    t.s3.ledger += [_s3_line("S1", k, da, batch=8), _s3_line("S1", k, db, batch=9),
+                    _s3_line("S1", k, da, rule="noncurrentVersionsMaxAge", batch=10)]
+    t.s3.versions += [Version(k, "vB", db, False, T - 21), Version(k, "Me", None, False, T - 21),
+                      Version(k, "Mf", None, True, float(int(next_marker_at)))]
+    done = _succeeded("S1", 10, 100)
+    done["counters"] = {**done["counters"], "skippedChanged": 1}  # type: ignore[dict-item]
+    t.rec.jobs[1] = JobRecord("s3-1", "s3", T - 60, done, dict(done))
+
+
+def test_a_marker_in_the_versions_second_is_not_its_successor(tmp_path: Path) -> None:
+    """Seed 16021: the listing cannot tell that Me is newer than vB (same second), so
+    vB counts as noncurrent from Mf (6 s before the end: too recent to go), not from
+    Me; but an Mf old enough still makes a left vB not converged."""
+    t = clean_versioned(tmp_path / "recent")
+    _same_second_marker(t, next_marker_at=T - 6)
+    assert _kinds(t) == set()
+    t = clean_versioned(tmp_path / "old")
+    _same_second_marker(t, next_marker_at=T - 13)
+    assert "not-converged" in _kinds(t)
+
+
 @pytest.mark.parametrize(("name", "kind", "fn"), PLANTS, ids=[p[0] for p in PLANTS])
 def test_checker_catches(tmp_path: Path, name: str, kind: str, fn: Plant) -> None:
     t = clean(tmp_path)
