@@ -672,13 +672,11 @@ def check_s3_versioned(v: Verdict, rec: TrialRecord, s3: S3State) -> None:
                   f"{by.t0 - last.t0:.2f}s old (maxAge {max_age:.0f}s)")
     # 2. convergence, as of the final job's creation.
     # A version is surely noncurrent once a later write or marker has landed (the
-    # earliest t1 of those); LastModified (whole seconds) cannot order a version and a
-    # marker of the same second, so the test's own record decides.
-    t_final = rec.final_jobs_created.get("s3", 0.0) - S3_SLOP
-    # A listing cannot order a version and a delete marker of the same LastModified
-    # second (seed 16021: an overwrite, then a marker 30 ms later); the product then
-    # counts the version noncurrent from the next newer item, the safe side
+    # earliest t1 of those, from the test's own record). Except a marker of the
+    # version's own LastModified second: no listing can order the two (whole seconds;
+    # seed 16021), so the product counts from the next newer item, the safe side
     # (docs/s3.md), and so does this check. The latest marker is known to be newer.
+    t_final = rec.final_jobs_created.get("s3", 0.0) - S3_SLOP
     listed_at = {x.version: x for x in s3.versions}
 
     def same_second(marker: str, x: Version) -> bool:
