@@ -280,6 +280,11 @@ def test_rollout_restart_keeps_one_leader_and_loses_no_run(release: Cluster) -> 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
+        # The pre-restart leader's term must be on record before the restart: the
+        # leader may be lethe-2, replaced first, and a poller that first reaches it
+        # while it shuts down sees only the terms after (CI, stop 21).
+        wait_for(lambda: bool(claims), timeout=60, interval=0.2,
+                 what="the leader's lease seen before the restart")
         before = c.kubectl("get", "statefulset", RELEASE, "-n", NS, "-o",
                            "jsonpath={.status.updateRevision}")
         c.kubectl("rollout", "restart", f"statefulset/{RELEASE}", "-n", NS)
