@@ -4,10 +4,13 @@ stalled, no fault landed, and the recording S3 proxy's view of deletes."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -47,6 +50,43 @@ def test_wait_ready_fails_for_a_replica_never_started(tmp_path: Path) -> None:
     reps = _dying(tmp_path)
     with pytest.raises(RuntimeError, match=r"lethe-0 is not running \(never started\)"):
         reps.wait_ready(timeout=5)
+
+
+#: A replica at its pause point, as operator/lethe/storage/pausepoint.py does it: the
+#: ``paused-once`` file first, the stop after (here 0.5 s after, a slow stop widened).
+_PAUSES_ITSELF = """
+import os, signal, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, f"{os.getpid()} s3-delete:1\\n".encode()); os.close(fd)
+time.sleep(0.5)
+signal.pthread_kill(__import__("threading").get_ident(), signal.SIGSTOP)
+print("woken", flush=True)
+"""
+
+
+def test_timed_pause_wakes_a_replica_seen_before_it_stopped(tmp_path: Path) -> None:
+    """Seed 19513: the waker read ``paused-once`` between its write and the stop, took
+    the running process for one killed meanwhile, and left it stopped for good."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSES_ITSELF,
+                             str(tmp_path / "paused-once")], stdout=subprocess.PIPE)
+    reps = cast(ChaosReplicas, SimpleNamespace(workdir=tmp_path))
+    faults: Counter[str] = Counter()
+    nemesis = Nemesis(reps, random.Random(1), faults, lambda: 0)
+    now = threading.Event()
+    now.set()  # no hold: wake as soon as it is seen stopped
+    try:
+        while not (tmp_path / "paused-once").exists():
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            nemesis.timed_pause(now)
+            time.sleep(0.05)
+        assert proc.poll() is not None, "the replica that paused itself was never woken"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout is not None and proc.stdout.read() == b"woken\n"
+    assert faults == Counter({"pause-at-s3-delete": 1})
 
 
 def _threads(tmp_path: Path) -> tuple[TrialRecord, Writers, Consumer, Nemesis]:

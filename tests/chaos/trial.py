@@ -359,11 +359,17 @@ class Nemesis(threading.Thread):
         if not pid_text.strip().isdigit():
             return  # being written
         pid = int(pid_text)
-        stopped = False
+        state = ""
         with contextlib.suppress(OSError):
-            stopped = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-        if not stopped:
-            self._woken = True  # killed meanwhile, or not ours to wake
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state != "T":
+            # The file is written just before the process stops itself: a live one
+            # seen running may be about to stop (seed 19513: read in that window,
+            # never woken). Only a file older than that gives up on it.
+            with contextlib.suppress(OSError):
+                if state not in ("", "Z") and time.time() - once.stat().st_mtime < 5.0:
+                    return
+            self._woken = True  # killed meanwhile, or woken by another fault's SIGCONT
             return
         kind = "pause-at-" + point.strip().split(":")[0]
         if self.watch is not None:
