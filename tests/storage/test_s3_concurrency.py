@@ -1,16 +1,18 @@
 """Chunks of one S3 delete call in flight at once (issue #16 item 4), on the real
 moto server of tests/fixtures/s3.py.
 
-Versioned buckets, so each chunk is one DeleteObjects (moto honours no ETag in
-DeleteObjects; unversioned, a chunk is one If-Match DeleteObject per key, which
-already ran 16 at a time). The overlap is seen by the recording proxy of the
-fault runs (tests/chaos/s3proxy.py, a process of its own in front of moto) and
-forced by a barrier in botocore's ``before-send`` hook, so that a sequential
-implementation fails at once instead of by a timing that a loaded machine may
-or may not produce. Injected, because moto cannot produce it: one chunk's
-DeleteObjects answered 500 (moto never fails a whole request), by a
-``before-send`` hook returning a real HTTP response object, as the SlowDown
-test in test_s3.py does.
+Versioned buckets on a server that honours no delete condition, so each chunk is
+one DeleteObjects of unconditional delete markers (MinIO's community edition).
+moto honours If-Match on DeleteObject, and its storage would send one request per
+key (as it does unversioned, 16 at a time), so the fixture sets the probe's answer
+to "none": the chunking above the request is the same for every form. The
+overlap is seen by the recording proxy of the fault runs (tests/chaos/s3proxy.py,
+a process of its own in front of moto) and forced by a barrier in botocore's
+``before-send`` hook, so that a sequential implementation fails at once instead
+of by a timing that a loaded machine may or may not produce. Injected, because
+moto cannot produce it: one chunk's DeleteObjects answered 500 (moto never fails
+a whole request), by a ``before-send`` hook returning a real HTTP response
+object, as the SlowDown test in test_s3.py does.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def versioned(s3_server: S3Server, s3_bucket: str, proxy: S3Proxy) -> Iterator[S
     put_many(direct, [f"p/k{i:04d}" for i in range(N)])
     direct.close()
     store = make(S3Server(endpoint=proxy.endpoint), s3_bucket)
+    store._delete_mode = "none"  # see the module docstring
     yield store
     store.close()
 

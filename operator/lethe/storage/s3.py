@@ -22,13 +22,16 @@
 * Versioned buckets (``Enabled`` or ``Suspended``, checked once and cached):
   the listing comes from ListObjectVersions so each entry carries the current
   VersionId. Expiring a current version follows S3 Lifecycle: a delete marker
-  is placed (DeleteObjects without VersionId), the data stays as a noncurrent
+  is placed (a delete without VersionId), the data stays as a noncurrent
   version until ``noncurrentVersionsMaxAge``, and no older version ever
-  becomes current again. Fencing (I3) on ``Enabled`` buckets: after placing the
-  marker, the key's versions are read back; if the newest version behind the
-  marker is not the planned one (an overwrite landed just before the marker),
-  the marker is removed again by its VersionId (undo) and the entry is
-  ``CHANGED_SKIPPED``. On ``Suspended`` buckets an overwrite reuses the
+  becomes current again. Fencing (I3) on ``Enabled`` buckets: the marker's
+  request carries the ETag condition of unversioned buckets (below) where the
+  server honours one, so it places nothing on a key rewritten or deleted
+  since the re-list, even when it goes out late (chaos seed 21515); and after
+  placing the marker, the key's versions are read back; if the newest version
+  behind the marker is not the planned one (an overwrite landed just before an
+  unconditional marker), the marker is removed again by its VersionId (undo)
+  and the entry is ``CHANGED_SKIPPED``. On ``Suspended`` buckets an overwrite reuses the
   VersionId ``null``, so deletes there carry the ETag condition of unversioned
   buckets (below). A delete marker with no version behind it is removed by
   :meth:`S3Storage.list_noncurrent_versions` (``ExpiredObjectDeleteMarker``).
@@ -354,9 +357,11 @@ class S3Storage:
 
     def check_fenced_deletes(self) -> None:
         """Raise :class:`TargetUnavailable` unless a delete here can be refused for
-        an object changed since the re-list (I3): versioned buckets (deletes name a
-        VersionId) or a server that honours ETag conditions on deletes."""
-        if self._versioning_status() == "Enabled" or self._conditional_mode() != "none":
+        an object changed since the re-list (I3): a server that honours ETag
+        conditions on deletes, or a versioned bucket (a marker placed over an
+        overwrite is read back and removed). Probes before the first batch, not
+        inside it; versioned buckets use the condition too where it is honoured."""
+        if self._conditional_mode() != "none" or self._versioning_status() == "Enabled":
             return
         raise TargetUnavailable(
             "ConditionalDeletesUnsupported",
@@ -402,6 +407,15 @@ class S3Storage:
                     elif _code(exc) not in _NO_CONDITIONS:
                         raise
             self.client.delete_object(Bucket=self.bucket, Key=key)
+            if self.is_versioned():  # the probe's versions and markers, by VersionId
+                page = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+                ids: builtins.list[ObjectIdentifierTypeDef] = [
+                    {"Key": key, "VersionId": v["VersionId"]}
+                    for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                    if v["Key"] == key]
+                if ids:
+                    self.client.delete_objects(Bucket=self.bucket,
+                                               Delete={"Objects": ids, "Quiet": True})
         except (ClientError, BotoCoreError) as exc:
             raise self._unavailable(exc, "probing conditional deletes (PutObject/DeleteObject "
                                     f"of {key})") from None
@@ -684,20 +698,25 @@ class S3Storage:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
         # Enabled versioning: a delete places a delete marker (S3 Lifecycle's expiry),
-        # checked and undone below. Else an ETag condition (Suspended buckets too: an
-        # overwrite there reuses the VersionId "null", so only the ETag tells).
+        # read back and undone below. It carries the ETag condition too where the
+        # server honours one, as every delete does elsewhere (Suspended buckets: an
+        # overwrite there reuses the VersionId "null", so only the ETag tells): a
+        # request that goes out late (its sender frozen after its fence check,
+        # docs/raft.md) then places no marker over a key deleted or rewritten
+        # meanwhile (chaos seed 21515).
         markers = self._versioning_status() == "Enabled"
         try:
-            mode: DeleteMode = "batch" if markers else self._conditional_mode()
+            mode = self._conditional_mode()
         except TargetUnavailable as exc:
             out.update({i: DeleteResult(e.key, Outcome.ERROR, str(exc)) for i, e, _f in todo})
             return out
-        if mode == "none":  # never an unconditional delete without versioning (I3)
+        if mode == "none" and not markers:  # never an unconditional delete (I3)
             msg = "server ignores conditional deletes; not deleting (enable versioning)"
             out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e, _f in todo})
             return out
         to_delete: dict[str, list[tuple[int, Entry]]] = {}  # full key -> its entries
-        objects: list[ObjectIdentifierTypeDef] = []
+        objects: list[ObjectIdentifierTypeDef] = []  # conditional on their ETag
+        loose: list[ObjectIdentifierTypeDef] = []  # unconditional markers (read back)
         for i, entry, full in todo:
             seen = current.get(full)
             if seen is None:
@@ -708,30 +727,38 @@ class S3Storage:
                 out[i] = DeleteResult(entry.key, Outcome.CHANGED_SKIPPED,
                                       f"fingerprint {fp} != {entry.fingerprint}")
                 continue
-            if mode == "single" and _in_url_ambiguous(full) and not self._keeps_literal_urls():
+            ambiguous = (mode == "single" and _in_url_ambiguous(full)
+                         and not self._keeps_literal_urls())
+            if ambiguous and not markers:
                 out[i] = DeleteResult(entry.key, Outcome.ERROR, _NORMALIZED_URLS)
                 continue
             if full not in to_delete:
                 obj: ObjectIdentifierTypeDef = {"Key": full}
-                if not markers:
+                if markers and (mode == "none" or ambiguous):
+                    loose.append(obj)
+                else:
                     obj["ETag"] = seen[0]
-                objects.append(obj)
+                    objects.append(obj)
             to_delete.setdefault(full, []).append((i, entry))
-        if not objects:
-            return out
-        resp: Mapping[str, Any]
-        try:
-            if mode == "single":
-                resp = self._delete_each(objects, fence)
-            else:
-                fence()
-                resp = self.client.delete_objects(Bucket=self.bucket,
-                                                  Delete={"Objects": objects, "Quiet": False})
-        except (ClientError, BotoCoreError) as exc:
-            msg = f"DeleteObjects failed: {_errtext(exc)}"
-            for group in to_delete.values():
-                out.update({i: DeleteResult(e.key, Outcome.ERROR, msg) for i, e in group})
-            return out
+        resp: dict[str, builtins.list[Any]] = {"Deleted": [], "Errors": []}
+        for request, single in ((objects, mode == "single"), (loose, False)):
+            if not request:
+                continue
+            try:
+                if single:
+                    part: Mapping[str, Any] = self._delete_each(request, fence)
+                else:
+                    fence()
+                    part = self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": request, "Quiet": False})
+            except (ClientError, BotoCoreError) as exc:
+                msg = f"DeleteObjects failed: {_errtext(exc)}"
+                for obj in request:
+                    out.update({i: DeleteResult(e.key, Outcome.ERROR, msg)
+                                for i, e in to_delete.pop(obj["Key"], [])})
+                continue
+            resp["Deleted"] += part.get("Deleted", [])
+            resp["Errors"] += part.get("Errors", [])
         placed: list[tuple[str, str, list[tuple[int, Entry]]]] = []
         for d in resp.get("Deleted", []):
             group = to_delete.pop(d["Key"], [])
@@ -914,8 +941,8 @@ class S3Storage:
                 stopped.set()
                 raise
             try:
-                self.client.delete_object(Bucket=self.bucket, Key=obj["Key"],
-                                          IfMatch=obj["ETag"])
+                r = self.client.delete_object(Bucket=self.bucket, Key=obj["Key"],
+                                              IfMatch=obj["ETag"])
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = _code(exc)  # a bare status when the server sent no error body
@@ -924,6 +951,8 @@ class S3Storage:
             except BotoCoreError as exc:
                 return "Errors", {"Key": obj["Key"], "Code": "RequestFailed",
                                   "Message": _errtext(exc)}
+            if r.get("DeleteMarker") and r.get("VersionId"):  # as DeleteObjects says it
+                return "Deleted", {"Key": obj["Key"], "DeleteMarkerVersionId": r["VersionId"]}
             return "Deleted", {"Key": obj["Key"]}
 
         if self._pool is None:
