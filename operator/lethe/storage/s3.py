@@ -407,7 +407,11 @@ class S3Storage:
                     elif _code(exc) not in _NO_CONDITIONS:
                         raise
             self.client.delete_object(Bucket=self.bucket, Key=key)
-            if self.is_versioned():  # the probe's versions and markers, by VersionId
+        except (ClientError, BotoCoreError) as exc:
+            raise self._unavailable(exc, "probing conditional deletes (PutObject/DeleteObject "
+                                    f"of {key})") from None
+        if self.is_versioned():  # the probe's versions and markers, by VersionId
+            try:
                 page = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
                 ids: builtins.list[ObjectIdentifierTypeDef] = [
                     {"Key": key, "VersionId": v["VersionId"]}
@@ -416,9 +420,10 @@ class S3Storage:
                 if ids:
                     self.client.delete_objects(Bucket=self.bucket,
                                                Delete={"Objects": ids, "Quiet": True})
-        except (ClientError, BotoCoreError) as exc:
-            raise self._unavailable(exc, "probing conditional deletes (PutObject/DeleteObject "
-                                    f"of {key})") from None
+            except (ClientError, BotoCoreError) as exc:  # only clutter under .lethe/
+                log.warning("%s: removing the probe's versions of %s failed (%s); they stay "
+                            "(needs s3:ListBucketVersions, s3:DeleteObjectVersion)",
+                            self.describe(), key, _errtext(exc))
         log.info("%s: conditional deletes: %s", self.describe(), {
             "batch": "per-object ETag in DeleteObjects", "single": "If-Match per DeleteObject",
             "none": "not honoured"}[mode])
