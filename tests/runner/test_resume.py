@@ -253,9 +253,10 @@ class DiesBeforeReadBack:
     seed 10105 cut it: a writer overwrites 3 of the batch's keys after the re-list,
     the attempt's one DeleteObjects (no VersionIds: delete markers) lands on top of
     those overwrites, and the node dies before its read-back could undo them. The
-    request is sent here with the backend's own client, exactly as the backend sends
-    it: a SIGKILL between that request and the next cannot be timed in-process, and
-    this is the state it leaves."""
+    request is sent here with the backend's own client, as the backend sends it to a
+    server that honours no delete condition (MinIO; since e97d3c2 a server that honours
+    one refuses such a marker): a SIGKILL between that request and the next cannot be
+    timed in-process, and this is the state it leaves."""
 
     def __init__(self, inner: S3Storage, *, at: int, writer: Any, bucket: str,
                  delay: float = 0.0) -> None:

@@ -434,6 +434,54 @@ def test_versioned_marker_is_conditional_so_a_late_one_hides_nothing(versioned: 
     assert {v["VersionId"] for v in vers["Versions"]} >= set(planned.values())  # all kept
 
 
+def test_versioned_markers_carry_the_per_object_etag_in_batch_form(versioned: S3Storage
+                                                                    ) -> None:
+    """On a server that honours the ETag in DeleteObjects (AWS, Ceph: the probe's
+    "batch"), markers go 1,000 keys per request, each with its ETag. moto ignores
+    that ETag (so the probe never picks this form there): the request's shape is
+    what is checked, by setting the probe's answer."""
+    put_many(versioned, ["p/a", "p/b"])
+    versioned._delete_mode = "batch"
+    entries = list(versioned.list())
+    calls = Calls(versioned)
+    assert {r.outcome for r in versioned.delete_batch(entries)} == {Outcome.DELETED}
+    [params] = [p for op, p in calls.params if op.startswith("Delete")]
+    sent = [(o["Key"], o.get("ETag"), "VersionId" in o) for o in params["Delete"]["Objects"]]
+    assert sent == [("p/" + e.key, e.fingerprint.split(":")[0], False) for e in entries]
+
+
+def test_markers_placed_before_the_fence_stopped_a_chunk_are_read_back(versioned: S3Storage
+                                                                       ) -> None:
+    """Per-key markers (moto's form): the fence lets the first key's request through,
+    then refuses the second's. The first key was rewritten with the same bytes after
+    the re-list, so its conditional marker landed (same ETag) over the new version.
+    The chunk must still read back what it placed, and take that marker back,
+    before it raises: else the new version stays hidden (reviewer's finding)."""
+    store = versioned
+    put_many(store, ["p/a", "p/b"], b"same")
+    store.check_fenced_deletes()
+    entries = list(store.list())
+    store._pool = ThreadPoolExecutor(1)  # one key after the other: a fixed order
+    done: set[str] = set()
+
+    def rewrite_a(params: dict[str, Any], **kw: Any) -> None:  # after the re-list
+        if params["Key"] == "p/a" and "p/a" not in done:
+            done.add("p/a")
+            store.client.put_object(Bucket=store.bucket, Key="p/a", Body=b"same")
+
+    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", rewrite_a)
+    try:
+        with pytest.raises(_LeaseLost):
+            store.delete_batch(entries, fence=_fence_after(2))  # a's two checks pass
+    finally:
+        store.client.meta.events.unregister("before-parameter-build.s3.DeleteObject",
+                                            rewrite_a)
+    assert done
+    assert _body(store, "p/a") == b"same" and _body(store, "p/b") == b"same"
+    assert not store.client.list_object_versions(Bucket=store.bucket, Prefix="p/").get(
+        "DeleteMarkers")
+
+
 def test_versioned_probe_leaves_no_versions(versioned: S3Storage) -> None:
     """The probe's object, its delete markers and its versions are all removed again:
     a probe per run would otherwise pile up noncurrent versions under .lethe/."""
@@ -601,6 +649,7 @@ def test_no_delete_request_after_the_fence_raises(store: S3Storage) -> None:
 
 def test_versioned_batch_is_fenced_before_its_request(versioned: S3Storage) -> None:
     put_many(versioned, [f"p/v{i}" for i in range(5)])
+    versioned.check_fenced_deletes()  # the probe's own deletes come before, unfenced
     entries = list(versioned.list())
     with pytest.raises(_LeaseLost):
         versioned.delete_batch(entries, fence=_fence_after(0))
@@ -626,7 +675,8 @@ def test_pathlike_keys_are_listed_and_deleted_exactly(s3_server: S3Server, s3_bu
                                                       versioning: bool) -> None:
     """S3 keys are opaque: each path-like key is an entry and its delete removes
     exactly that key (moto: DeleteObject per key, the key in the URL, after the
-    literal-URL probe; versioned: DeleteObjects, the key in XML)."""
+    literal-URL probe; versioned: these keys' markers in DeleteObjects, the key in XML,
+    without the probe; the others If-Match per key)."""
     store = make(s3_server, s3_bucket)
     if versioning:
         store.client.put_bucket_versioning(Bucket=s3_bucket,

@@ -58,7 +58,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, TypeVar
 
@@ -282,7 +282,7 @@ class S3Storage:
         the request unsent (botocore does not retry a non-network error)."""
         if getattr(self._undoing, "active", False):
             return  # taking back our own marker (see _check_marker)
-        if pausepoint.ENABLED:
+        if pausepoint.ENABLED and self._send_fence is not no_fence:  # a batch's, not a probe's
             pausepoint.pause_point("s3-delete")
         self._send_fence()
 
@@ -417,13 +417,17 @@ class S3Storage:
                     {"Key": key, "VersionId": v["VersionId"]}
                     for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
                     if v["Key"] == key]
-                if ids:
-                    self.client.delete_objects(Bucket=self.bucket,
-                                               Delete={"Objects": ids, "Quiet": True})
-            except (ClientError, BotoCoreError) as exc:  # only clutter under .lethe/
+                errors = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": ids, "Quiet": True}
+                ).get("Errors", []) if ids else []
+                why = "; ".join(f"{e.get('Code')}: {e.get('Message', '')}" for e in errors[:2])
+            except (ClientError, BotoCoreError) as exc:
+                why = _errtext(exc)
+            if why:  # only clutter under .lethe/
                 log.warning("%s: removing the probe's versions of %s failed (%s); they stay "
-                            "(needs s3:ListBucketVersions, s3:DeleteObjectVersion)",
-                            self.describe(), key, _errtext(exc))
+                            "(needs s3:ListBucketVersions and s3:DeleteObjectVersion; an "
+                            "Object Lock default retention keeps them)",
+                            self.describe(), key, why)
         log.info("%s: conditional deletes: %s", self.describe(), {
             "batch": "per-object ETag in DeleteObjects", "single": "If-Match per DeleteObject",
             "none": "not honoured"}[mode])
@@ -586,15 +590,17 @@ class S3Storage:
         largest) re-reads every ETag and LastModified without a request per
         object. A missing key is ``ALREADY_GONE``, a different fingerprint
         ``CHANGED_SKIPPED``. On ``Enabled`` versioned buckets the rest get a
-        delete marker (**one** DeleteObjects without VersionIds), then each key's
-        newest version is read back and a marker placed on top of an overwrite
-        is removed again (``CHANGED_SKIPPED``, see :meth:`_check_marker`). Else
-        the rest are deleted on the condition that the ETag is still the one the
-        re-list saw: **one** DeleteObjects (``Quiet`` off, so every key gets a
-        result) where the server honours per-object ETags, one ``If-Match``
-        DeleteObject per key where it honours only that, and not at all where
-        it honours neither. So an object overwritten after the re-list is
-        never deleted nor hidden.
+        delete marker (a delete without VersionId, in the form below, or
+        unconditional in one DeleteObjects where the server honours no condition
+        or the key cannot travel in a URL), then each key's newest version is
+        read back and a marker placed on top of an overwrite is removed again
+        (``CHANGED_SKIPPED``, see :meth:`_check_marker`), also when the fence
+        stops the chunk half-way. Else the rest are deleted on the condition
+        that the ETag is still the one the re-list saw: **one** DeleteObjects
+        (``Quiet`` off, so every key gets a result) where the server honours
+        per-object ETags, one ``If-Match`` DeleteObject per key where it
+        honours only that, and not at all where it honours neither. So an
+        object overwritten after the re-list is never deleted nor hidden.
 
         Chunks: the entries are split into up to :data:`_DELETE_CONCURRENCY`
         chunks of :func:`_chunk_size` keys (100 to 1,000), which run the above
@@ -732,8 +738,10 @@ class S3Storage:
                 out[i] = DeleteResult(entry.key, Outcome.CHANGED_SKIPPED,
                                       f"fingerprint {fp} != {entry.fingerprint}")
                 continue
-            ambiguous = (mode == "single" and _in_url_ambiguous(full)
-                         and not self._keeps_literal_urls())
+            # A marker for such a key goes in DeleteObjects' XML, unconditional (read
+            # back below), without the URL probe, whose objects would leave versions.
+            ambiguous = mode == "single" and _in_url_ambiguous(full) and (
+                markers or not self._keeps_literal_urls())
             if ambiguous and not markers:
                 out[i] = DeleteResult(entry.key, Outcome.ERROR, _NORMALIZED_URLS)
                 continue
@@ -746,12 +754,14 @@ class S3Storage:
                     objects.append(obj)
             to_delete.setdefault(full, []).append((i, entry))
         resp: dict[str, builtins.list[Any]] = {"Deleted": [], "Errors": []}
+        stopped_by: BaseException | None = None  # the fence, after some were sent
         for request, single in ((objects, mode == "single"), (loose, False)):
-            if not request:
+            if not request or stopped_by is not None:
                 continue
             try:
                 if single:
                     part: Mapping[str, Any] = self._delete_each(request, fence)
+                    stopped_by = part.get("stopped_by")
                 else:
                     fence()
                     part = self.client.delete_objects(
@@ -798,6 +808,8 @@ class S3Storage:
                     full, mid, group[0][1], None if newest is None else newest.get(full),
                     failure=failure)
                 out.update({i: DeleteResult(e.key, outcome, detail) for i, e in group})
+        if stopped_by is not None:
+            raise stopped_by  # after the read-back: no marker of ours left unchecked
         return out
 
     def _newest_versions(self, full_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -933,8 +945,11 @@ class S3Storage:
                      ) -> dict[str, Any]:
         """DeleteObject with ``If-Match`` per key, concurrently, answered in
         DeleteObjects' shape: for servers that check the condition only there.
-        Once ``fence`` raises, no worker sends another request; the exception
-        propagates."""
+        Once ``fence`` (or anything else) raises, no worker sends another
+        request; the call waits for those in flight and returns what they did,
+        with the exception under ``"stopped_by"`` for the caller to raise once
+        it has read back the markers placed (a marker left unchecked could hide
+        an overwrite)."""
         stopped = threading.Event()
 
         def one(obj: ObjectIdentifierTypeDef) -> tuple[str, dict[str, str]]:
@@ -967,10 +982,20 @@ class S3Storage:
         futures = [self._pool.submit(one, obj) for obj in objects]
         try:
             for fut in futures:
-                kind, item = fut.result()
+                try:
+                    kind, item = fut.result()
+                except CancelledError:
+                    continue
+                except Exception as exc:
+                    if resp.get("stopped_by") is None:
+                        resp["stopped_by"] = exc
+                        stopped.set()
+                        for later in futures:
+                            later.cancel()
+                    continue
                 resp[kind].append(item)
         finally:
-            stopped.set()  # an error here (or above) stops the rest too
+            stopped.set()  # an interrupt here stops the rest too
             for fut in futures:
                 fut.cancel()
         return resp
