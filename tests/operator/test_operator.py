@@ -228,7 +228,7 @@ def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
         # 30 batches: the kill lands mid-run even when polling the ledger lags (with
         # 6 batches of 1,000 the run had once ended before it, at load 24).
         batchSize=200))
-    first = operators.wait_leader()
+    operators.wait_leader()
     kube.apply(job("big", n, policyRef={"name": "bucket"}, mode="Enforce"))
 
     def ledger_keys() -> list[str]:
@@ -237,6 +237,10 @@ def test_failover_mid_run_finishes_the_same_run(operators: LocalReplicas,
 
     wait_for(lambda: len(ledger_keys()) >= 1, timeout=90, interval=0.1,
              what="the first batch's ledger file")
+    # The leader now, the one deleting: under load the lease can move between the
+    # job's creation and its first batch (full pytest run, session 11: the node
+    # killed was a follower by then, and the run stayed in one term).
+    first = operators.wait_leader()
     operators.kill(first.index)  # SIGKILL, in the middle of the run
     second = operators.wait_leader(timeout=30, exclude=first)
     assert second is not first
