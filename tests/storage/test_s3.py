@@ -482,6 +482,38 @@ def test_markers_placed_before_the_fence_stopped_a_chunk_are_read_back(versioned
         "DeleteMarkers")
 
 
+def test_markers_placed_before_the_fence_stopped_the_unconditional_request_are_read_back(
+        versioned: S3Storage) -> None:
+    """Moto's form with a key that cannot travel in a URL: its unconditional marker
+    goes in a DeleteObjects request sent after the per-key conditional ones. The
+    fence lets ``p/a``'s conditional marker through (rewritten with the same bytes
+    after the re-list, so it lands over the new version), then refuses the
+    unconditional request. The chunk must read back ``p/a``'s marker and take it
+    back before it raises, as it does when the fence stops the per-key requests."""
+    store = versioned
+    put_many(store, ["p/a", "p//b"], b"same")
+    store.check_fenced_deletes()
+    entries = list(store.list())
+    done: set[str] = set()
+
+    def rewrite_a(params: dict[str, Any], **kw: Any) -> None:  # after the re-list
+        if params["Key"] == "p/a" and "p/a" not in done:
+            done.add("p/a")
+            store.client.put_object(Bucket=store.bucket, Key="p/a", Body=b"same")
+
+    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", rewrite_a)
+    try:
+        with pytest.raises(_LeaseLost):
+            store.delete_batch(entries, fence=_fence_after(2))  # a's two checks pass
+    finally:
+        store.client.meta.events.unregister("before-parameter-build.s3.DeleteObject",
+                                            rewrite_a)
+    assert done
+    assert _body(store, "p/a") == b"same" and _body(store, "p//b") == b"same"
+    assert not store.client.list_object_versions(Bucket=store.bucket, Prefix="p/").get(
+        "DeleteMarkers")
+
+
 def test_versioned_probe_leaves_no_versions(versioned: S3Storage) -> None:
     """The probe's object, its delete markers and its versions are all removed again:
     a probe per run would otherwise pile up noncurrent versions under .lethe/."""

@@ -763,7 +763,11 @@ class S3Storage:
                     part: Mapping[str, Any] = self._delete_each(request, fence)
                     stopped_by = part.get("stopped_by")
                 else:
-                    fence()
+                    try:
+                        fence()
+                    except Exception as exc:  # conditional markers may be placed
+                        stopped_by = exc  # raised after their read-back, below
+                        continue
                     part = self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": request, "Quiet": False})
             except (ClientError, BotoCoreError) as exc:
