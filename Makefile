@@ -49,6 +49,7 @@ cluster-down:
 lint: venv
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests bench  # strict too: a mistyped test can pass for the wrong reason
 
 test: venv tools lint
 	@case "$(CI_TRIALS)" in ''|*[!0-9]*) echo "make test: CI_TRIALS must be a whole number of chaos trials (0 skips them), not '$(CI_TRIALS)'" >&2; exit 2;; esac

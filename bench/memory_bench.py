@@ -28,9 +28,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bench._common import bench_env, print_table, write_results
+
+if TYPE_CHECKING:  # the child imports lethe only where it measures it
+    from lethe.storage.base import DeleteResult, Entry, Fence
 
 __all__ = ["main"]
 
@@ -72,7 +75,7 @@ class SyntheticStorage:
     def now(self) -> float:
         return NOW
 
-    def list(self) -> Iterator[Any]:
+    def list(self, prefix: str = "") -> Iterator[Entry]:
         from lethe.storage.base import Entry
 
         span = 400 * DAY
@@ -83,7 +86,11 @@ class SyntheticStorage:
             yield Entry(key=f"d{i // 1000:05d}/f{i % 1000:04d}.dat", size=size, mtime=mtime,
                         fingerprint=f"{i}:{size}:{int(mtime * 1e9)}")
 
-    def delete_batch(self, entries: Sequence[Any]) -> builtins.list[Any]:
+    def check_fenced_deletes(self) -> None:
+        raise RuntimeError("a plan never deletes")
+
+    def delete_batch(self, entries: Sequence[Entry], *, fence: Fence | None = None
+                     ) -> builtins.list[DeleteResult]:
         raise RuntimeError("a plan never deletes")
 
     def read_object(self, key: str) -> tuple[bytes, str] | None:

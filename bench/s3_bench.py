@@ -72,6 +72,7 @@ from bench._common import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 __all__ = ["main"]
 
@@ -221,10 +222,10 @@ def verify_and_drop(server: Server, bucket: str, n_new: int) -> tuple[int, int]:
             old += k.startswith("old/")
             new += k.startswith("new/")
     # Every version and delete marker (a versioned bucket must be empty of them too).
-    versions: list[dict[str, str]] = []
-    for page in c.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        versions += [{"Key": v["Key"], "VersionId": v["VersionId"]}
-                     for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+    versions: list[ObjectIdentifierTypeDef] = []
+    for vpage in c.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for item in [*vpage.get("Versions", []), *vpage.get("DeleteMarkers", [])]:
+            versions.append({"Key": item["Key"], "VersionId": item["VersionId"]})
     for i in range(0, len(versions), 1000):
         c.delete_objects(Bucket=bucket, Delete={"Objects": versions[i:i + 1000], "Quiet": True})
     c.delete_bucket(Bucket=bucket)

@@ -2,7 +2,7 @@
 # kube: a real etcd + kube-apiserver for the session (or LETHE_TEST_KUBECONFIG).
 # s3: a real S3-compatible server (moto) on loopback for the session.
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ NO_SKIP = os.environ.get("LETHE_NO_SKIP") == "1"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, None]:
     outcome = yield
     report = outcome.get_result()
     if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):

@@ -32,7 +32,7 @@ def utc(text: str) -> dt.datetime:
 
 def slots(schedule: str, tz: str, start: str, end: str) -> list[str]:
     """Slot ids in (start, end], both UTC ISO times."""
-    out = []
+    out: list[str] = []
     for s in slots_after(schedule=schedule, zone=ZoneInfo(tz), after=utc(start)):
         if s > utc(end):
             return out

@@ -104,8 +104,10 @@ def test_three_replicas_form_raft_and_only_the_leader_writes(release: Cluster) -
     leader = wait_for(c.leader, timeout=120, what="a Raft leader")
     # Every pod's /raft agrees on the leader and on a membership of 3.
     for pod in c.ready_pods():
-        st = wait_for(lambda p=pod: (s := c.raft(p)) and s.get("leader") and s,
-                      timeout=60, what=f"{pod}'s /raft")
+        def led(p: str = pod) -> Any:
+            s = c.raft(p)
+            return s and s.get("leader") and s
+        st = wait_for(led, timeout=60, what=f"{pod}'s /raft")
         assert c.members(pod) == 3, (pod, st)
         assert str(st["leader"]).startswith(f"{leader}."), (pod, st, leader)
     done = run_job(c, "first")

@@ -91,9 +91,11 @@ def _target(s3_server: Any, bucket: str) -> dict[str, Any]:
 
 
 def _finished(kube: KubeCluster, name: str, n: str) -> dict[str, Any]:
-    return wait_for(lambda: (o := get(kube, CJ, name, n)) and
-                    (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
-                    timeout=120, what=f"CleanupJob {n}/{name} to finish")
+    obj: dict[str, Any] = wait_for(
+        lambda: (o := get(kube, CJ, name, n)) and
+        (o.get("status") or {}).get("phase") in ("Succeeded", "Failed") and o,
+        timeout=120, what=f"CleanupJob {n}/{name} to finish")
+    return obj
 
 
 def _keys(client: Any, bucket: str, prefix: str) -> list[str]:

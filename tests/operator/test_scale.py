@@ -144,7 +144,8 @@ def test_scale_3_to_5_to_3(pods: LocalReplicas, crds_installed: KubeCluster) -> 
         reps.start(i)
     for i in range(3):
         reps.stop(i)
-        assert reps.replicas[i].proc is not None and reps.replicas[i].proc.returncode == 0
+        proc = reps.replicas[i].proc
+        assert proc is not None and proc.returncode == 0
         assert "leaving Raft" not in log_of(reps, i)  # a restart is not a scale-down
         reps.start(i)
         reps.wait_ready(timeout=120, indexes=[i])

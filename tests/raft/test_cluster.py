@@ -144,7 +144,8 @@ def test_scale_3_to_5_to_3_keeps_the_journal(cluster: Cluster) -> None:
     leader = cluster.wait_leader()
     st = cluster.status(leader)
     assert st is not None and len(st["peers"]) == 4
-    cluster.wait_for(lambda: all(p["connected"] for p in cluster.status(leader)["peers"]),
+    cluster.wait_for(lambda: (s := cluster.status(leader)) is not None
+                     and all(p["connected"] for p in s["peers"]),
                      what="5 members connected")
     cluster.commit(begin("r2", policy="b/p"))
     cluster.wait_for(lambda: converged(cluster, [0, 1, 2, 3, 4], "b/p", "r2"),
@@ -153,7 +154,8 @@ def test_scale_3_to_5_to_3_keeps_the_journal(cluster: Cluster) -> None:
         assert cluster.terminate(gone) == 0
         assert "left the cluster" in cluster.log(gone)
     leader = cluster.wait_leader()
-    cluster.wait_for(lambda: len(cluster.status(leader)["peers"]) == 2, what="back to 3 members")
+    cluster.wait_for(lambda: (s := cluster.status(leader)) is not None and len(s["peers"]) == 2,
+                     what="back to 3 members")
     cluster.commit(begin("r3", policy="c/p"))
     for i in range(3):
         cluster.wait_for(lambda i=i: {"a/p", "b/p", "c/p"} <= set(runs(cluster, i)),

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.s3 import S3Server
-from tests.raft.conftest import free_port
 from tests.runner.conftest import make_file, posix_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -316,7 +316,7 @@ def test_paused_leader_sends_no_s3_delete_after_it_wakes(
 
     def body(key: str) -> bytes | None:
         try:
-            return client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+            return client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         except client.exceptions.NoSuchKey:
             return None
     gone = [k for k in rewritten if body(k) != b"rewritten"]

@@ -194,7 +194,8 @@ def test_decision_without_a_leader_only_the_bootstrapper_bootstraps() -> None:
     # Not the bootstrapper: wait, even with every peer fresh (3 -> 7 with the old
     # members unreachable: four new replicas are a majority of seven).
     seed7 = frozenset(f"n{i}" for i in range(7))
-    news = {f"n{i}": view(f"n{i}", members=seed7) for i in (4, 5, 6)}
+    news: dict[str, PeerView | None] = {f"n{i}": view(f"n{i}", members=seed7)
+                                        for i in (4, 5, 6)}
     news.update({f"n{i}": None for i in range(3)})
     step = membership_step(me="n3", seed=seed7, bootstrapper="n0", holding=True, views=news)
     assert step.kind == "wait"

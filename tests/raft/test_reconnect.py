@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.raft.conftest import Cluster, free_port
+from tests.fixtures.ports import free_port
+from tests.raft.conftest import Cluster
 from tests.raft.proxy import LinkProxy
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -100,7 +100,8 @@ def test_inflight_and_history_bounded() -> None:
 
 
 def test_codec_round_trips_every_command_with_builtins_only() -> None:
-    cmds = [Fence(term=3), BeginRun(policy=P, run_id="r", term=3, started=1.0, now=2.0,
+    cmds: list[Command] = [
+            Fence(term=3), BeginRun(policy=P, run_id="r", term=3, started=1.0, now=2.0,
                                     slot="s", job="j", mode="Plan", planned=5),
             intent(0), CompleteBatch(policy=P, run_id="r", seq=0, term=3, counters={"deleted": 2}),
             FinishRun(policy=P, run_id="r", term=3, result="Failed", ended=3.0, message="x"),
@@ -176,7 +177,8 @@ def test_log_entries_and_snapshots_from_before_a_new_field_still_load() -> None:
     s = JournalState()
     begin(s)
     run = s.runs[P]
-    _, slots = run.__getstate__()  # type: ignore[misc]
+    state: Any = run.__getstate__()  # dataclass(slots=True): (None, {field: value})
+    _, slots = state
     del slots["recorded"]
     loaded = RunState.__new__(RunState)
     loaded.__setstate__((None, slots))

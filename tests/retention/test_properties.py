@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
@@ -179,7 +180,8 @@ def test_keep_last_floor(entries: list[Entry], n: int, min_size: int | None,
        n=st.integers(1, 5), tz=st.sampled_from(["UTC", "Europe/Berlin", "Pacific/Auckland"]))
 def test_calendar_keeps_exactly_the_documented_item(entries: list[Entry], gran: str, n: int,
                                                      tz: str) -> None:
-    rules = Rules(calendar=CalendarRules(**{gran: n}), timeZone=tz)
+    counts: dict[str, Any] = {gran: n}
+    rules = Rules(calendar=CalendarRules(**counts), timeZone=tz)
     _, d = drive(rules, entries, selection=Selection(), depth=None, lim=(20_000, 4096))
     # Buckets from the independent reference (datetime fields in a ZoneInfo zone),
     # never from the implementation's own bucket_of.

@@ -6,6 +6,7 @@ import pytest
 
 from lethe.retention import Planner, PlannerError, Selector, diff_plans, plan
 from lethe.spec import CalendarRules, GroupBy, Rules, Selection, Validity
+from lethe.storage.base import Entry
 
 from .helpers import DAY, HOUR, NOW, S, deleted, entry, kept, run
 
@@ -190,7 +191,8 @@ def test_diff_between_policies() -> None:
 # --- groups -------------------------------------------------------------------------
 
 
-def backup_set(name: str, mtime: float, *, complete: bool = True, size: int = 100) -> list:
+def backup_set(name: str, mtime: float, *, complete: bool = True, size: int = 100
+               ) -> list[Entry]:
     es = [entry(f"{name}/db.tar", mtime - 60, size=size), entry(f"{name}/files.tar", mtime,
                                                                  size=size)]
     if complete:

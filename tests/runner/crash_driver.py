@@ -52,7 +52,7 @@ def main(argv: Sequence[str]) -> None:
     with local_journal(data_dir=data_dir) as j:
         # As `lethe apply` does before it starts a run: what spec it started with.
         _check_unfinished(None, policy=policy, mode="Enforce", data_dir=data_dir, file=path)
-        Runner(policy=policy, storage=Dying(), journal=j, batch_size=10).run(mode="Enforce")  # type: ignore[arg-type]
+        Runner(policy=policy, storage=Dying(), journal=j, batch_size=10).run(mode="Enforce")
 
 
 if __name__ == "__main__":

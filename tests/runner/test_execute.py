@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -46,7 +46,8 @@ class Hooked:
             self.before_delete(entries)
         return self.inner.delete_batch(entries, fence=fence)
 
-    def replace_object(self, key: str, data: bytes, *, if_match: str | None = None) -> str:
+    def replace_object(self, key: str, data: bytes | BinaryIO, *,
+                       if_match: str | None = None) -> str:
         if self.fail_replace and key == self.fail_replace:
             # A real disk error (EIO/ENOSPC) cannot be produced on demand here.
             raise StorageError(f"simulated write failure on {key}")
@@ -294,7 +295,7 @@ def test_group_that_gains_a_member_after_planning_is_kept_whole(journal: RaftJou
                 make_file(root, "2025-02-01/part-late.tar", age_days=60)
             return self.inner.list(prefix)
 
-    r = Runner(policy=policy, storage=Writer(inner), journal=journal, batch_size=7).run()  # type: ignore[arg-type]
+    r = Runner(policy=policy, storage=Writer(inner), journal=journal, batch_size=7).run()
     assert r.result == "Succeeded", r
     assert not (root / "2025-01-01").exists() or not any((root / "2025-01-01").iterdir())
     assert sorted(p.name for p in (root / "2025-02-01").iterdir()) == [

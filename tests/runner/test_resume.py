@@ -319,7 +319,7 @@ def test_s3_resumed_batch_unhides_an_overwrite_its_dead_attempt_hid(
     dying = DiesBeforeReadBack(storage(), at=1, writer=client, bucket=s3_bucket,
                                delay=2.5 if late else 0.0)
     with pytest.raises(Killed):
-        Runner(policy=policy, storage=dying, journal=journal).run()  # type: ignore[arg-type]
+        Runner(policy=policy, storage=dying, journal=journal).run()
     settle(journal)
     hidden = dying.overwritten
     for k in hidden:  # the dead attempt's markers hide the writer's objects

@@ -203,7 +203,7 @@ def test_every_rename_and_unlink_of_every_thread_follows_its_own_fence_call(
         real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
 
     with mock.patch.object(PosixStorage, "_quarantine", quarantine), \
-            mock.patch.object(posix.os, "unlink", unlink):
+            mock.patch.object(os, "unlink", unlink):
         results = par.delete_batch(entries, fence=fence)
     assert violations == []
     assert {r.outcome for r in results} == {Outcome.DELETED}
