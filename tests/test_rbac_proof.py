@@ -101,13 +101,13 @@ KINDS = ("retentionpolicies", "cleanupjobs")
 STATUS = ("retentionpolicies/status", "cleanupjobs/status")
 CASES = [
     Case("ClusterRole", LETHE, KINDS, "list",
-         "the initial LIST (main._initial_list) gets 403: the process exits with the "
-         "traceback, never ready"),
+         "the initial LIST (main._initial_list) gets 403: the process exits after one "
+         "error line quoting it, never ready"),
     Case("ClusterRole", LETHE, KINDS, "watch",
          "kopf's watch gets 403: nothing created after start-up is seen"),
     Case("ClusterRole", LETHE, STATUS, "patch",
-         "every status patch gets 403: `leader tick failed` / `run worker failed` at "
-         "ERROR each tick; no phase, no conditions"),
+         "every status patch gets 403: one ERROR line per object and tick quoting it; "
+         "no phase, no conditions"),
     Case("ClusterRole", LETHE, ("cleanupjobs",), "delete",
          "ttlSecondsAfterFinished: the DELETE gets 403, logged at ERROR every tick; "
          "the finished job stays"),
@@ -263,11 +263,15 @@ class Observation:
     new: list[Path] = field(default_factory=list)
     s3_left: int = -1
 
-    def errors(self) -> list[str]:
-        """Error-level text, quotes unescaped: ERROR/CRITICAL records and raw lines."""
-        out = [f"{r.get('logger')}: {r.get('message')} {r.get('exc_info') or ''}"
+    def errors(self, *, said: bool = False) -> list[str]:
+        """Error-level text, quotes unescaped: ERROR/CRITICAL records and raw lines.
+        ``said``: only what a person reads first, the records' messages (no
+        tracebacks, no raw lines)."""
+        out = [f"{r.get('logger')}: {r.get('message')}" + ("" if said else
+                                                           f" {r.get('exc_info') or ''}")
                for r in self.records if r.get("level") in ("ERROR", "CRITICAL")]
-        out += self.raw_lines
+        if not said:
+            out += self.raw_lines
         return [t.replace('\\"', '"') for t in out]
 
     def stalls(self) -> set[tuple[str, str, str]]:
@@ -482,15 +486,16 @@ def test_chart_identity_completes_a_full_run(crds_installed: KubeCluster, s3_ser
     assert not any(_forbidden_in(t) for t in obs.log.splitlines()), why
 
 
-def _evidence(obs: Observation, case: Case) -> list[str]:
+def _evidence(obs: Observation, case: Case, *, said: bool = False) -> list[str]:
     """Where the operator said the API server refused exactly ``case``'s verb on its
     resource (an error-level log line, a traceback, or a condition's message);
     empty if it did not. A replica that merely failed, or a Stalled condition for
-    another reason, proves nothing about this verb."""
+    another reason, proves nothing about this verb. ``said``: in an error
+    record's message or a condition only, not buried in a traceback."""
     group = re.escape(case.group)
     pats = [re.compile(rf'cannot {case.verb} resource "{re.escape(res)}" in API group "{group}"')
             for res in case.resources]
-    texts = [f"error log: {t}" for t in obs.errors()]
+    texts = [f"error log: {t}" for t in obs.errors(said=said)]
     for (kind, name), o in obs.objects.items():
         for c in ((o or {}).get("status") or {}).get("conditions") or []:
             texts.append(f"{kind}/{name} {c.get('type')}={c.get('status')} "
@@ -519,3 +524,6 @@ def test_every_rule_is_needed(case: Case, watch: bool, crds_installed: KubeClust
     assert _evidence(obs, case), (
         f"removing {case.verb} on {case.group or 'core'}/{','.join(case.resources)} from the "
         f"{case.kind} went unnoticed (no 403 for that verb and resource):\n{obs.summary()}")
+    assert _evidence(obs, case, said=True), (
+        f"the 403 for {case.verb} on {','.join(case.resources)} shows only inside a "
+        f"traceback: say it in an error line or a condition\n{obs.summary()}")

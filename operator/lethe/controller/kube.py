@@ -20,8 +20,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "api_message",
-           "api_unavailable", "load_api"]
+__all__ = ["GROUP", "VERSION", "KubeWriter", "NotAllowed", "SecretForbidden", "api_forbidden",
+           "api_message", "api_unavailable", "load_api"]
 
 GROUP = "lethe.io"
 VERSION = "v1alpha1"
@@ -55,6 +55,17 @@ def api_unavailable(exc: BaseException) -> bool:
         return True
     return isinstance(exc, ApiException) and (exc.status in (0, 429) or
                                               (exc.status or 0) >= 500)
+
+
+def api_forbidden(exc: BaseException) -> str | None:
+    """For a 403, one line saying what the operator may not do and what to change;
+    else None. A missing grant is the operator's configuration, not a bug in it:
+    a traceback per tick would bury the API server's own words, which name the
+    verb, resource and group."""
+    if not (isinstance(exc, ApiException) and exc.status == 403):
+        return None
+    return (f"forbidden (HTTP 403): {api_message(exc)}; grant it to the operator's "
+            "ServiceAccount (the Helm chart's rbac.yaml renders every rule it needs)")
 
 
 def load_api(kubeconfig: str | None = None, *, connections: int = 20) -> k8s.ApiClient:

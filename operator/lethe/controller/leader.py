@@ -25,7 +25,13 @@ from kubernetes.client.rest import ApiException
 
 from lethe.controller import schedule, status
 from lethe.controller.config import OperatorConfig
-from lethe.controller.kube import KubeWriter, NotAllowed, SecretForbidden, api_unavailable
+from lethe.controller.kube import (
+    KubeWriter,
+    NotAllowed,
+    SecretForbidden,
+    api_forbidden,
+    api_unavailable,
+)
 from lethe.controller.tenancy import check_target
 from lethe.journal import (
     CompleteBatch,
@@ -213,6 +219,10 @@ class Leader:
                         log.warning("reconciling %s %s/%s: API server unavailable (%s); "
                                     "retrying next tick", kind, meta.get("namespace"),
                                     meta.get("name"), _brief(e))
+                        continue
+                    if (why := api_forbidden(e)) is not None:
+                        log.error("reconciling %s %s/%s: %s; retrying next tick", kind,
+                                  meta.get("namespace"), meta.get("name"), why)
                         continue
                     log.exception("reconciling %s %s/%s failed; retrying next tick", kind,
                                   meta.get("namespace"), meta.get("name"))
@@ -962,6 +972,12 @@ def _logged(fn: Callable[..., None]) -> Callable[..., None]:
         except Exception as e:
             if api_unavailable(e):
                 log.warning("run worker stopped: API server unavailable (%s)", _brief(e))
+                return
+            if (why := api_forbidden(e)) is not None:
+                obj = args[0] if args and isinstance(args[0], dict) else {}  # the object run
+                meta = obj.get("metadata", {})
+                log.error("run of %s %s/%s stopped: %s", obj.get("kind"),
+                          meta.get("namespace"), meta.get("name"), why)
                 return
             log.exception("run worker failed")
     return run

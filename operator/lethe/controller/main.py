@@ -22,7 +22,15 @@ from kubernetes import client as k8s
 
 from lethe.controller.config import OperatorConfig, parse_config
 from lethe.controller.handlers import register, settings
-from lethe.controller.kube import GROUP, PLURALS, VERSION, KubeWriter, api_message, load_api
+from lethe.controller.kube import (
+    GROUP,
+    PLURALS,
+    VERSION,
+    KubeWriter,
+    api_forbidden,
+    api_message,
+    load_api,
+)
 from lethe.controller.leader import Inventory, Leader
 from lethe.http.server import Probes, serve
 from lethe.journal import JournalError
@@ -121,7 +129,18 @@ def run_main(argv: Sequence[str]) -> int:
             heartbeat[0] = time.monotonic()
 
     threading.Thread(target=beat, name="lethe-heartbeat", daemon=True).start()
-    _initial_list(api, inventory, config)
+    try:
+        _initial_list(api, inventory, config)
+    except k8s.ApiException as e:
+        if (why := api_forbidden(e)) is None:
+            raise
+        # The pod restarts until RBAC is fixed: one line each time, not a traceback.
+        log.error("cannot list the operator's own resources at start: %s; exiting", why)
+        stop.set()
+        journal.close()
+        http.shutdown()
+        logging.shutdown()
+        os._exit(1)
     threading.Thread(target=leader.run_forever, args=(stop,), name="lethe-leader",
                      daemon=True).start()
 
