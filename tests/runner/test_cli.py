@@ -17,10 +17,11 @@ from tests.runner.conftest import make_file, posix_policy
 REPO = Path(__file__).resolve().parents[2]
 
 
-def lethe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def lethe(*args: str, env: dict[str, str] | None = None, timeout: float = 180
+          ) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'operator'}", **(env or {})}
     return subprocess.run([sys.executable, "-m", "lethe.cli.main", *args], env=full,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def write(tmp: Path, doc: dict[str, Any]) -> str:
@@ -206,3 +207,44 @@ def test_an_unfinished_enforce_run_is_never_finished_by_plan_or_another_policy(
     out = lethe("apply", "-f", f1, "--output", "json", *state)
     assert out.returncode == 0, out.stderr
     assert list(a.glob("*.log")) == [] and len(list(b.glob("*.log"))) == 4
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from lethe.raft.lock import hold_data_dir
+hold_data_dir(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_apply_of_a_policy_in_use_stops_at_once_naming_the_holder(
+        tmp_path: Path) -> None:
+    """restic's rule for a locked repository: a second run does not queue behind the
+    first, which may take hours (before, it waited without a limit); it says who
+    holds the policy's journal and stops, deleting nothing. The holder is a real
+    process taking the journal's lock as `lethe apply` does: a real apply cannot be
+    held mid-run on demand."""
+    root = tmp_path / "logs"
+    for i in range(5):
+        make_file(root, f"{i}.log", age_days=40)
+    f = write(tmp_path, posix_policy(root, "busy", rules={"maxAge": "30d"},
+                                     safety={"allowDeleteAll": True}))
+    state = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'operator'}"}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(state / "test" / "busy")],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        out = lethe("apply", "-f", f, "--state-dir", str(state), timeout=60)
+        assert out.returncode == 1, out
+        assert f"held by pid {holder.pid}" in out.stderr, out.stderr
+        assert "another `lethe apply`" in out.stderr and "Traceback" not in out.stderr
+        assert len(list(root.glob("*.log"))) == 5
+    finally:
+        holder.kill()
+        holder.wait()
+    out = lethe("apply", "-f", f, "--state-dir", str(state), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert list(root.glob("*.log")) == []

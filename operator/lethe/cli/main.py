@@ -10,6 +10,7 @@ operator (I7).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -201,7 +202,12 @@ def _run_local(args: argparse.Namespace, *, mode: str) -> int:
     state_dir = args.state_dir or os.path.join(
         os.environ.get("XDG_STATE_HOME", os.path.expanduser("~/.local/state")), "lethe")
     data_dir = os.path.join(state_dir, policy.namespace, policy.name)
-    with local_journal(data_dir=data_dir) as j:
+    with contextlib.ExitStack() as stack:
+        try:
+            j = stack.enter_context(local_journal(data_dir=data_dir))
+        except JournalError as e:  # another run holds the journal, or no lease
+            storage.close()
+            raise SystemExit(f"lethe: {e}") from e
         runner = Runner(policy=policy, storage=storage, journal=j, progress=progress,
                         spool_dir=tempfile.gettempdir())
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lethe.journal import JournalError
 from lethe.raft.config import DEFAULT_TIMINGS, RaftTimings
+from lethe.raft.lock import DataDirBusy
 from lethe.raft.node import RaftJournal
 
 __all__ = ["LOCAL_TIMINGS", "local_journal"]
@@ -39,10 +40,21 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def local_journal(*, data_dir: str | Path, timeout: float = 15.0,
                   timings: RaftTimings = LOCAL_TIMINGS) -> Iterator[RaftJournal]:
+    """The journal of ``data_dir``, led by this process once it holds the lease.
+
+    :raises JournalError: another process (a ``lethe apply`` or ``lethe plan`` of the
+        same policy and state directory) holds ``data_dir``, or the node did not
+        lead within ``timeout`` seconds.
+    """
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{_free_port()}"
-    journal = RaftJournal(self_address=address, peers=[], password=secrets.token_hex(16),
-                          data_dir=data_dir, bind_address=address, timings=timings)
+    try:
+        journal = RaftJournal(self_address=address, peers=[], password=secrets.token_hex(16),
+                              data_dir=data_dir, bind_address=address, timings=timings,
+                              wait_for_lock=False)
+    except DataDirBusy as e:
+        raise JournalError(f"{e}: another `lethe apply` or `lethe plan` of this policy "
+                           "is using its journal; run this one once it has finished") from e
     try:
         deadline = time.monotonic() + timeout
         while not journal.lease_valid():

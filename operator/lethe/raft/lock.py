@@ -25,22 +25,40 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "hold_data_dir"]
+__all__ = ["LOCK_FILE", "DataDirBusy", "hold_data_dir"]
 
 log = logging.getLogger("lethe.raft")
 
 LOCK_FILE = "lock"
 
 
-def hold_data_dir(directory: Path, *, poll: float = 0.5, log_every: float = 10.0) -> int | None:
+class DataDirBusy(Exception):
+    """Another process holds the data directory (``hold_data_dir(wait=False)``)."""
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as the holder wrote it (its pid, as its own PID namespace
+    sees it)."""
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        pid = ""
+    return f"pid {pid}" if pid.isdigit() else "another process"
+
+
+def hold_data_dir(directory: Path, *, wait: bool = True, poll: float = 0.5,
+                  log_every: float = 10.0) -> int | None:
     """Lock ``directory`` for this process, waiting while another process holds it.
 
     Returns the open descriptor that holds the lock (closing it, or exiting,
     releases it), or ``None`` if the filesystem cannot lock at all (``ENOLCK``,
     e.g. NFSv3 without lockd; logged as a warning: a second process would not
     be stopped). ``poll`` and ``log_every`` are seconds. Waits for ever: a pod
-    whose old container never exits is for its startup probe to restart.
+    whose old container never exits is for its startup probe to restart. With
+    ``wait=False`` (the command line, as restic does with a locked repository)
+    it raises at once instead. The holder's pid is written into the lock file.
 
+    :raises DataDirBusy: ``wait=False`` and another process holds the lock.
     :raises OSError: the directory or its lock file cannot be created or opened.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -52,13 +70,16 @@ def hold_data_dir(directory: Path, *, poll: float = 0.5, log_every: float = 10.0
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                holder = _holder(fd)
+                os.close(fd)
+                raise DataDirBusy(f"{path} is held by {holder}") from None
             now = time.monotonic()
             if now - logged >= log_every:
                 logged = now
                 log.warning("raft: another process holds %s (%.0fs so far): waiting for it "
                             "to exit before using this journal (a pod of the same name still "
-                            "stopping after `kubectl delete pod --force`, or another `lethe "
-                            "apply` of the same policy)", path, now - started)
+                            "stopping after `kubectl delete pod --force`)", path, now - started)
             time.sleep(poll)
             continue
         except OSError as e:
@@ -69,6 +90,8 @@ def hold_data_dir(directory: Path, *, poll: float = 0.5, log_every: float = 10.0
                         "from using this journal at the same time", path, e.strerror)
             os.close(fd)
             return None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         waited = time.monotonic() - started
         if waited >= poll:
             log.info("raft: took %s after waiting %.1fs for the process that held it", path,

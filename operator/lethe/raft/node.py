@@ -250,19 +250,23 @@ class RaftJournal:
     majority of the seed answered that they hold no Raft data either and
     nobody answered with data (a fresh install). The rule, and why it cannot
     form a second cluster, is in docs/raft.md ("Who bootstraps").
+
+    Another process holding ``data_dir`` is waited for (raft/lock.py); with
+    ``wait_for_lock=False`` the constructor raises ``lethe.raft.lock.DataDirBusy`` instead.
     """
 
     def __init__(self, *, self_address: str, peers: Sequence[str], password: str | None,
                  data_dir: Path | str | None, timings: RaftTimings = DEFAULT_TIMINGS,
                  bind_address: str | None = None, join: bool = False,
-                 metrics: RaftMetrics | None = None) -> None:
+                 metrics: RaftMetrics | None = None, wait_for_lock: bool = True) -> None:
         self._self = self_address
         self._timings = timings
         self._password = password
         self._data_dir = Path(data_dir) if data_dir is not None else None
         # Before anything in the directory is read: another process of this identity
         # may still be writing it (docs/raft.md, "A force-deleted pod").
-        self._lock_fd = hold_data_dir(self._data_dir) if self._data_dir is not None else None
+        self._lock_fd = (hold_data_dir(self._data_dir, wait=wait_for_lock)
+                         if self._data_dir is not None else None)
         try:
             self._metrics = metrics
             self._published = _NOT_LEADING
