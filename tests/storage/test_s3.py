@@ -482,14 +482,18 @@ def test_markers_placed_before_the_fence_stopped_a_chunk_are_read_back(versioned
         "DeleteMarkers")
 
 
+@pytest.mark.parametrize("passed", [2, 3], ids=["checked-before", "checked-in-before-send"])
 def test_markers_placed_before_the_fence_stopped_the_unconditional_request_are_read_back(
-        versioned: S3Storage) -> None:
+        versioned: S3Storage, passed: int) -> None:
     """Moto's form with a key that cannot travel in a URL: its unconditional marker
     goes in a DeleteObjects request sent after the per-key conditional ones. The
     fence lets ``p/a``'s conditional marker through (rewritten with the same bytes
     after the re-list, so it lands over the new version), then refuses the
-    unconditional request. The chunk must read back ``p/a``'s marker and take it
-    back before it raises, as it does when the fence stops the per-key requests."""
+    unconditional request: either at the chunk's own check before it (``passed``=2:
+    the batch's check and ``p/a``'s pass) or at the check botocore runs before
+    sending it (3: that one passes too). The chunk must read back ``p/a``'s marker
+    and take it back before it raises, as it does when the fence stops the per-key
+    requests."""
     store = versioned
     put_many(store, ["p/a", "p//b"], b"same")
     store.check_fenced_deletes()
@@ -504,7 +508,7 @@ def test_markers_placed_before_the_fence_stopped_the_unconditional_request_are_r
     store.client.meta.events.register("before-parameter-build.s3.DeleteObject", rewrite_a)
     try:
         with pytest.raises(_LeaseLost):
-            store.delete_batch(entries, fence=_fence_after(2))  # a's two checks pass
+            store.delete_batch(entries, fence=_fence_after(passed))
     finally:
         store.client.meta.events.unregister("before-parameter-build.s3.DeleteObject",
                                             rewrite_a)

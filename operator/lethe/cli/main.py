@@ -205,7 +205,7 @@ def _run_local(args: argparse.Namespace, *, mode: str) -> int:
     with contextlib.ExitStack() as stack:
         try:
             j = stack.enter_context(local_journal(data_dir=data_dir))
-        except JournalError as e:  # another run holds the journal, or no lease
+        except (JournalError, OSError) as e:  # another run holds it, no lease, no access
             storage.close()
             raise SystemExit(f"lethe: {e}") from e
         runner = Runner(policy=policy, storage=storage, journal=j, progress=progress,

@@ -187,8 +187,14 @@ class Leader:
                 self.tick()
             except (NotAllowed, Stopping):
                 pass
-            except Exception:
-                log.exception("leader tick failed; retrying next tick")
+            except Exception as e:  # e.g. resuming an interrupted run
+                if api_unavailable(e):
+                    log.warning("leader tick: API server unavailable (%s); retrying next tick",
+                                _brief(e))
+                elif (why := api_forbidden(e)) is not None:
+                    log.error("leader tick: %s; retrying next tick", why)
+                else:
+                    log.exception("leader tick failed; retrying next tick")
 
     def tick(self) -> None:
         if not self.journal.lease_valid() or not self.inventory.synced.is_set():

@@ -137,10 +137,12 @@ def run_main(argv: Sequence[str]) -> int:
         # The pod restarts until RBAC is fixed: one line each time, not a traceback.
         log.error("cannot list the operator's own resources at start: %s; exiting", why)
         stop.set()
-        journal.close()
-        http.shutdown()
-        logging.shutdown()
-        os._exit(1)
+        try:
+            journal.close()
+            http.shutdown()
+        finally:
+            logging.shutdown()
+            os._exit(1)
     threading.Thread(target=leader.run_forever, args=(stop,), name="lethe-leader",
                      daemon=True).start()
 

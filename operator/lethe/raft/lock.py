@@ -90,8 +90,11 @@ def hold_data_dir(directory: Path, *, wait: bool = True, poll: float = 0.5,
                         "from using this journal at the same time", path, e.strerror)
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # only for a second process's message: a full volume must not stop us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            log.debug("raft: cannot write the pid into %s: %s", path, e.strerror)
         waited = time.monotonic() - started
         if waited >= poll:
             log.info("raft: took %s after waiting %.1fs for the process that held it", path,

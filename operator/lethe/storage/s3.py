@@ -763,11 +763,7 @@ class S3Storage:
                     part: Mapping[str, Any] = self._delete_each(request, fence)
                     stopped_by = part.get("stopped_by")
                 else:
-                    try:
-                        fence()
-                    except Exception as exc:  # conditional markers may be placed
-                        stopped_by = exc  # raised after their read-back, below
-                        continue
+                    fence()
                     part = self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": request, "Quiet": False})
             except (ClientError, BotoCoreError) as exc:
@@ -775,6 +771,9 @@ class S3Storage:
                 for obj in request:
                     out.update({i: DeleteResult(e.key, Outcome.ERROR, msg)
                                 for i, e in to_delete.pop(obj["Key"], [])})
+                continue
+            except Exception as exc:  # the fence, here or in before-send: markers of
+                stopped_by = exc  # an earlier request are read back first, below
                 continue
             resp["Deleted"] += part.get("Deleted", [])
             resp["Errors"] += part.get("Errors", [])
