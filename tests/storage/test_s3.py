@@ -8,6 +8,7 @@ tests/badinput/test_s3_access_denied.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -450,6 +451,26 @@ def test_versioned_markers_carry_the_per_object_etag_in_batch_form(versioned: S3
     assert sent == [("p/" + e.key, e.fingerprint.split(":")[0], False) for e in entries]
 
 
+@contextlib.contextmanager
+def _rewritten_before_its_delete(store: S3Storage, key: str, body: bytes
+                                 ) -> Iterator[set[str]]:
+    """Rewrite ``key`` once, just before its DeleteObject is built (after the re-list);
+    yields the set of keys rewritten so far."""
+    done: set[str] = set()
+
+    def rewrite(params: dict[str, Any], **kw: Any) -> None:
+        if params["Key"] == key and key not in done:
+            done.add(key)
+            store.client.put_object(Bucket=store.bucket, Key=key, Body=body)
+
+    event = "before-parameter-build.s3.DeleteObject"
+    store.client.meta.events.register(event, rewrite)
+    try:
+        yield done
+    finally:
+        store.client.meta.events.unregister(event, rewrite)
+
+
 def test_markers_placed_before_the_fence_stopped_a_chunk_are_read_back(versioned: S3Storage
                                                                        ) -> None:
     """Per-key markers (moto's form): the fence lets the first key's request through,
@@ -462,20 +483,9 @@ def test_markers_placed_before_the_fence_stopped_a_chunk_are_read_back(versioned
     store.check_fenced_deletes()
     entries = list(store.list())
     store._pool = ThreadPoolExecutor(1)  # one key after the other: a fixed order
-    done: set[str] = set()
-
-    def rewrite_a(params: dict[str, Any], **kw: Any) -> None:  # after the re-list
-        if params["Key"] == "p/a" and "p/a" not in done:
-            done.add("p/a")
-            store.client.put_object(Bucket=store.bucket, Key="p/a", Body=b"same")
-
-    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", rewrite_a)
-    try:
-        with pytest.raises(_LeaseLost):
-            store.delete_batch(entries, fence=_fence_after(2))  # a's two checks pass
-    finally:
-        store.client.meta.events.unregister("before-parameter-build.s3.DeleteObject",
-                                            rewrite_a)
+    with _rewritten_before_its_delete(store, "p/a", b"same") as done, \
+            pytest.raises(_LeaseLost):
+        store.delete_batch(entries, fence=_fence_after(2))  # a's two checks pass
     assert done
     assert _body(store, "p/a") == b"same" and _body(store, "p/b") == b"same"
     assert not store.client.list_object_versions(Bucket=store.bucket, Prefix="p/").get(
@@ -498,20 +508,9 @@ def test_markers_placed_before_the_fence_stopped_the_unconditional_request_are_r
     put_many(store, ["p/a", "p//b"], b"same")
     store.check_fenced_deletes()
     entries = list(store.list())
-    done: set[str] = set()
-
-    def rewrite_a(params: dict[str, Any], **kw: Any) -> None:  # after the re-list
-        if params["Key"] == "p/a" and "p/a" not in done:
-            done.add("p/a")
-            store.client.put_object(Bucket=store.bucket, Key="p/a", Body=b"same")
-
-    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", rewrite_a)
-    try:
-        with pytest.raises(_LeaseLost):
-            store.delete_batch(entries, fence=_fence_after(passed))
-    finally:
-        store.client.meta.events.unregister("before-parameter-build.s3.DeleteObject",
-                                            rewrite_a)
+    with _rewritten_before_its_delete(store, "p/a", b"same") as done, \
+            pytest.raises(_LeaseLost):
+        store.delete_batch(entries, fence=_fence_after(passed))
     assert done
     assert _body(store, "p/a") == b"same" and _body(store, "p//b") == b"same"
     assert not store.client.list_object_versions(Bucket=store.bucket, Prefix="p/").get(
